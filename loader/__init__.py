@@ -1,0 +1,1 @@
+"""Loader: migrations, imports and the rating snapshot sync."""

@@ -1,0 +1,22 @@
+"""PostgreSQL connections for the loader and the CLI (synchronous psycopg 3)."""
+
+from __future__ import annotations
+
+import psycopg
+
+from rater.config import Config, mask_url
+from rater.errors import DatabaseUnavailable
+
+
+def connect(cfg: Config, autocommit: bool = False) -> psycopg.Connection:
+    """Open a connection, or raise DatabaseUnavailable naming the (masked) URL."""
+    try:
+        return psycopg.connect(
+            cfg.database.url, autocommit=autocommit,
+            connect_timeout=max(1, int(cfg.database.connect_timeout)),
+        )
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise DatabaseUnavailable(
+            f"cannot connect to PostgreSQL at {mask_url(cfg.database.url)}: {reason}"
+        ) from None

@@ -1,0 +1,1 @@
+"""Real-time rating daemon for FreeSWITCH."""

@@ -1,0 +1,1 @@
+"""`rater` subcommands, one module each; every module has `register(subparsers)`."""

@@ -1,0 +1,279 @@
+"""The Redis ledger: atomic, idempotent money operations over a whole reseller chain.
+
+Every operation is one Lua script (rater/ledger/scripts/). Each carries an operation id and
+stores its first result, so a replay (redis-py retrying after a timeout, a duplicate event,
+a restarted daemon) returns that result and changes nothing.
+
+    authorize  how long may a leg run at every level; counts a live channel. No money moves.
+    reserve    hold money and package seconds up to a billed duration (all levels or none).
+    commit     final charge from the billed duration; CDR + ledger entries to the outbox.
+    release    commit of a leg that never answered (0 billed seconds).
+    apply      top-ups, adjustments, package charges and refunds, with bucket changes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from rater.clock import Clock, SystemClock
+from rater.errors import LedgerError
+from rater.ledger.keys import KeySpace
+from rater.ledger.scripts import register_scripts
+from rater.rating.chain import LegPlan
+from rater.rating.tariff import Tariff, paid_cost_parts
+
+
+@dataclass(frozen=True, slots=True)
+class Authorization:
+    allowed: bool
+    max_seconds: int = 0
+    reason: str | None = None     # insufficient_funds, max_channels, unknown_account
+    account: str | None = None    # the level that refused
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    status: str                   # ok | short (less than asked) | refused (nothing more)
+    granted_seconds: int          # billed seconds covered by holds so far
+    reason: str | None = None
+    account: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    ok: bool
+    total_cost_micros: int = 0    # what the customer (level 0) paid
+    billed_seconds: int = 0
+    reason: str | None = None     # unknown_leg, leg_committed ...
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One ledger entry of a money operation (amount > 0 credits, < 0 debits)."""
+
+    account: str
+    amount_micros: int
+    entry_id: str
+    kind: str
+    ref: str = ""
+    floor_micros: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BucketOp:
+    """Open, renew (reset to cap) or close an order's free-seconds bucket."""
+
+    action: str                   # open | renew | close
+    order_id: str
+    period_no: int = 0
+    cap_seconds: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    ok: bool
+    reason: str | None = None
+    account: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    balance_micros: int
+    held_micros: int
+    live_legs: int
+
+
+@dataclass(frozen=True, slots=True)
+class BucketState:
+    seconds_left: int
+    seconds_held: int
+    period_no: int
+    cap_seconds: int
+
+
+def effective_price_per_min(t: Tariff) -> int:
+    """Price per minute after markup, half-up to the micro (recorded on CDR charges)."""
+    return (t.price_per_min_micros * (10_000 + t.markup_bp) * 2 + 10_000) // 20_000
+
+
+class Ledger:
+    """Runs the ledger scripts against one Redis (or one Cluster, thanks to hash tags)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keyspace: KeySpace,
+        leg_ttl_seconds: int = 86_400,
+        clock: Clock | None = None,
+    ) -> None:
+        self.redis = client
+        self.keys = keyspace
+        self.leg_ttl = leg_ttl_seconds
+        self.clock = clock or SystemClock()
+        self._scripts = register_scripts(client)
+
+    # --- legs -----------------------------------------------------------------------
+
+    def leg_keys(self, uuid: str, plan: LegPlan) -> list[str]:
+        """KEYS of every leg script: leg, outbox, live set, accounts, buckets."""
+        tag = plan.tag
+        keys = [self.keys.leg(tag, uuid), self.keys.outbox(tag), self.keys.live(tag)]
+        keys.extend(self.keys.account(tag, lv.account) for lv in plan.levels)
+        for lv in plan.levels:
+            keys.extend(self.keys.bucket(tag, b.order_id) for b in lv.buckets)
+        return keys
+
+    def stored_leg_keys(self, tag: str, uuid: str) -> list[str] | None:
+        """The KEYS recorded at authorization (for a daemon that restarted)."""
+        raw = self.redis.hget(self.keys.leg(tag, uuid), "keys")
+        return _text(raw).split("\n") if raw else None
+
+    def authorize(
+        self, uuid: str, plan: LegPlan, *, cap_seconds: int, caller: str = "", node: str = ""
+    ) -> Authorization:
+        """Max billed seconds the whole chain can pay for (capped), or the refusal."""
+        args: list[Any] = [
+            "o:a", self._now_usec(), cap_seconds, uuid, plan.account, plan.direction,
+            plan.destination, caller, node, len(plan.levels),
+        ]
+        for lv in plan.levels:
+            q, r, _ = paid_cost_parts(lv.tariff)
+            t = lv.tariff
+            args += [
+                lv.account, lv.floor_micros, lv.max_channels, q, r, t.connect_fee_micros,
+                t.included_seconds, t.init_inc, t.inc, effective_price_per_min(t), lv.prefix,
+                lv.rate_group, len(lv.buckets),
+            ]
+            for b in lv.buckets:
+                args += [b.order_id, b.period_no]
+        words = self._run("authorize", self.leg_keys(uuid, plan), args).split()
+        if words[0] == "ok":
+            return Authorization(True, max_seconds=int(words[1]))
+        return Authorization(False, reason=words[1], account=_at(words, 2))
+
+    def reserve(self, keys: Sequence[str], seq: int, target_seconds: int) -> Reservation:
+        """Hold money and package seconds for billed seconds up to `target_seconds`."""
+        words = self._run("reserve", keys, [f"o:r:{seq}", target_seconds]).split()
+        if words[0] == "refused":
+            return Reservation("refused", int(words[1]), reason=words[2], account=_at(words, 3))
+        return Reservation(words[0], int(words[1]), reason=_at(words, 2), account=_at(words, 3))
+
+    def commit(
+        self,
+        keys: Sequence[str],
+        uuid: str,
+        billed_seconds: int,
+        *,
+        hangup_cause: str = "",
+        created_usec: int = 0,
+        answered_usec: int = 0,
+        hangup_usec: int = 0,
+        settlement: str = "final",
+    ) -> Settlement:
+        """Charge the leg from its billed duration, return unused holds, write the CDR."""
+        if billed_seconds < 0:
+            raise LedgerError(f"leg {uuid}: billed seconds cannot be negative ({billed_seconds})")
+        args = [
+            "o:c", billed_seconds, self._now_usec(), hangup_cause, created_usec, answered_usec,
+            hangup_usec, settlement, self.leg_ttl, uuid,
+        ]
+        words = self._run("commit", keys, args).split()
+        if words[0] == "ok":
+            return Settlement(True, total_cost_micros=int(words[1]), billed_seconds=int(words[2]))
+        return Settlement(False, reason=words[1])
+
+    def release(
+        self, keys: Sequence[str], uuid: str, *, hangup_cause: str = "", created_usec: int = 0,
+        hangup_usec: int = 0,
+    ) -> Settlement:
+        """Finish a leg that never answered: nothing charged, holds and channel freed."""
+        return self.commit(
+            keys, uuid, 0, hangup_cause=hangup_cause, created_usec=created_usec,
+            hangup_usec=hangup_usec, settlement="unanswered",
+        )
+
+    # --- money operations -------------------------------------------------------------
+
+    def apply(
+        self,
+        op_id: str,
+        tag: str,
+        entries: Sequence[Entry],
+        buckets: Sequence[BucketOp] = (),
+        *,
+        allow_below_floor: bool = False,
+        extra: Any = None,
+    ) -> ApplyResult:
+        """Move money (and open/renew/close buckets) for accounts of one tree, atomically,
+        exactly once per `op_id`. Refused (nothing changed) when a debit would take an
+        account below its floor, unless `allow_below_floor`."""
+        keys = [self.keys.ops(tag), self.keys.outbox(tag)]
+        keys += [self.keys.account(tag, e.account) for e in entries]
+        keys += [self.keys.bucket(tag, b.order_id) for b in buckets]
+        args: list[Any] = [op_id, self._now_usec(), int(allow_below_floor), len(entries)]
+        for e in entries:
+            args += [e.account, e.floor_micros, e.amount_micros, e.entry_id, e.kind, e.ref]
+        args.append(len(buckets))
+        for b in buckets:
+            if b.action not in ("open", "renew", "close"):
+                raise LedgerError(f"bucket {b.order_id}: unknown action {b.action!r}")
+            args += [b.action, b.order_id, b.period_no, b.cap_seconds]
+        args.append("" if extra is None else json.dumps(extra, separators=(",", ":")))
+        words = self._run("apply", keys, args).split()
+        if words[0] == "ok":
+            return ApplyResult(True)
+        return ApplyResult(False, reason=words[1], account=_at(words, 2))
+
+    # --- reads ------------------------------------------------------------------------
+
+    def account_state(self, tag: str, account: str) -> AccountState | None:
+        bal, held, ch = self.redis.hmget(self.keys.account(tag, account), "bal", "held", "ch")
+        if bal is None:
+            return None
+        return AccountState(int(bal), int(held or 0), int(ch or 0))
+
+    def bucket_state(self, tag: str, order_id: str) -> BucketState | None:
+        left, held, period, cap = self.redis.hmget(
+            self.keys.bucket(tag, order_id), "left", "held", "period", "cap"
+        )
+        if left is None:
+            return None
+        return BucketState(int(left), int(held or 0), int(period or 0), int(cap or 0))
+
+    def leg_state(self, tag: str, uuid: str) -> str | None:
+        """authorized | answered | committed, or None when unknown."""
+        raw = self.redis.hget(self.keys.leg(tag, uuid), "st")
+        return _text(raw) if raw else None
+
+    def live_legs(self, tag: str) -> set[str]:
+        """Uuids of the legs of this shard that are authorized and not yet committed."""
+        return {_text(u) for u in self.redis.smembers(self.keys.live(tag))}
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> str:
+        try:
+            result = self._scripts[name](keys=list(keys), args=list(args))
+        except redis.ResponseError as exc:
+            raise LedgerError(f"ledger script {name} failed: {exc}") from exc
+        return _text(result)
+
+    def _now_usec(self) -> int:
+        return int(self.clock.now() * 1_000_000)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _at(words: list[str], i: int) -> str | None:
+    return words[i] if len(words) > i else None

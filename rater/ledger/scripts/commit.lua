@@ -1,0 +1,79 @@
+-- commit: the leg is over. Charge every level its final cost from the billed duration,
+-- return the unused holds, free the channel, and append the CDR and ledger entries to the
+-- outbox in the same step. A never-answered leg commits with 0 billed seconds (release).
+-- KEYS: leg, outbox, live, account 1..n, buckets   (as authorize)
+-- ARGV: op field, billed seconds, now_usec, hangup cause, created_usec, answered_usec,
+--       hangup_usec, settlement, ttl seconds, uuid
+local leg = KEYS[1]
+local h = redis.call('HMGET', leg, 'st', 'plan', 'dyn', ARGV[1])
+if h[4] then return h[4] end
+if not h[1] then return 'refused unknown_leg' end
+if h[1] ~= 'authorized' and h[1] ~= 'answered' then return 'refused leg_' .. h[1] end
+local plan = cmsgpack.unpack(h[2])
+local dyn = cmsgpack.unpack(h[3])
+local levels = plan.lv
+local billed = tonumber(ARGV[2])
+local uuid = ARGV[10]
+
+local charges, usage, ledger = {}, {}, {}
+local total = 0
+for l = 1, #levels do
+  local L, D = levels[l], dyn.lv[l]
+  local akey = KEYS[3 + l]
+  local s = charged(L, billed)
+  local rest = s
+  local use = {}
+  for j = 1, #L.b do
+    use[j] = math.min(D.F[j], rest)
+    rest = rest - use[j]
+  end
+  for j = 1, #L.b do  -- ran past what was reserved: more package seconds if there are any
+    if rest <= 0 then break end
+    local u = math.min(bucket_avail(KEYS[L.bk[j]]), rest)
+    use[j] = use[j] + u
+    rest = rest - u
+  end
+  local money = money_due(L, rest)
+  redis.call('HINCRBY', akey, 'bal', int(-money))
+  if D.M ~= 0 then redis.call('HINCRBY', akey, 'held', int(-D.M)) end
+  redis.call('HINCRBY', akey, 'ch', -1)
+  for j = 1, #L.b do
+    local bkey = KEYS[L.bk[j]]
+    if redis.call('EXISTS', bkey) == 1 then
+      if use[j] ~= 0 then redis.call('HINCRBY', bkey, 'left', int(-use[j])) end
+      if D.F[j] ~= 0 then redis.call('HINCRBY', bkey, 'held', int(-D.F[j])) end
+      if use[j] > 0 then
+        local period = redis.call('HGET', bkey, 'period') or int(L.bp[j])
+        usage[#usage + 1] = '{"order":' .. jstr(L.b[j]) .. ',"account":' .. jstr(L.a) ..
+          ',"period":' .. int(num(period)) .. ',"seconds":' .. int(use[j]) .. '}'
+      end
+    end
+  end
+  if l == 1 then total = money end
+  charges[l] = '{"level":' .. int(l - 1) .. ',"account":' .. jstr(L.a) ..
+    ',"rate_group":' .. jstr(L.rg) .. ',"prefix":' .. jstr(L.pfx) ..
+    ',"price_per_min":' .. int(L.ppm) .. ',"charged_seconds":' .. int(s) ..
+    ',"free_seconds":' .. int(s - rest) .. ',"cost":' .. int(money) .. '}'
+  if money ~= 0 then
+    ledger[#ledger + 1] = '{"id":' .. jstr('call:' .. uuid .. ':' .. int(l - 1)) ..
+      ',"account":' .. jstr(L.a) .. ',"amount":' .. int(-money) ..
+      ',"kind":"call","ref":' .. jstr(uuid) .. '}'
+  end
+end
+
+local cdr = '{"uuid":' .. jstr(uuid) .. ',"account":' .. jstr(plan.acct) ..
+  ',"direction":' .. jstr(plan.dir) .. ',"caller":' .. jstr(plan.caller) ..
+  ',"destination":' .. jstr(plan.dst) .. ',"node":' .. jstr(plan.node) ..
+  ',"created_usec":' .. int(num(ARGV[5])) .. ',"answered_usec":' .. int(num(ARGV[6])) ..
+  ',"hangup_usec":' .. int(num(ARGV[7])) .. ',"billed_seconds":' .. int(billed) ..
+  ',"hangup_cause":' .. jstr(ARGV[4]) .. ',"settlement":' .. jstr(ARGV[8]) ..
+  ',"total_cost":' .. int(total) .. '}'
+local entry = '{"op":"commit","id":' .. jstr(uuid) .. ',"at":' .. int(num(ARGV[3])) ..
+  ',"cdr":' .. cdr .. ',"charges":[' .. table.concat(charges, ',') ..
+  '],"usage":[' .. table.concat(usage, ',') .. '],"ledger":[' .. table.concat(ledger, ',') .. ']}'
+redis.call('XADD', KEYS[2], '*', 'e', entry)
+redis.call('SREM', KEYS[3], uuid)
+local res = 'ok ' .. int(total) .. ' ' .. int(billed)
+redis.call('HSET', leg, 'st', 'committed', ARGV[1], res)
+redis.call('EXPIRE', leg, tonumber(ARGV[9]))
+return res

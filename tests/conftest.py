@@ -1,0 +1,121 @@
+"""Test harness: real Redis and PostgreSQL servers for every run.
+
+By default the run starts private servers on free loopback ports in a temporary directory
+(rater/embedded.py). `RATER_TEST_REDIS_URL` / `RATER_TEST_DATABASE_URL` point the run at
+existing servers instead; the Redis database given is FLUSHED by the tests, and on the
+PostgreSQL server each test gets a fresh database created from a migrated template (the
+role needs CREATEDB).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+import redis
+
+from loader.migrate import migrate
+from rater.config import Config, load_config
+from rater.embedded import EmbeddedServers
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE_CONFIG = REPO / "config" / "rater.toml"
+
+
+def _with_db(url: str, dbname: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{dbname}"))
+
+
+@dataclasses.dataclass
+class Servers:
+    redis_url: str
+    pg_server_url: str  # any database on the server; tests get their own
+
+    _counter = itertools.count()
+
+    def new_database(self, template: str | None = None) -> str:
+        name = f"rater_test_{os.getpid()}_{next(self._counter)}"
+        with psycopg.connect(self.pg_server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            tmpl = f' TEMPLATE "{template}"' if template else ""
+            conn.execute(f'CREATE DATABASE "{name}"{tmpl}')
+        return _with_db(self.pg_server_url, name)
+
+    def drop_database(self, url: str) -> None:
+        name = urlsplit(url).path.lstrip("/")
+        with psycopg.connect(self.pg_server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    redis_url = os.environ.get("RATER_TEST_REDIS_URL")
+    pg_url = os.environ.get("RATER_TEST_DATABASE_URL")
+    embedded: EmbeddedServers | None = None
+    if not redis_url or not pg_url:
+        embedded = EmbeddedServers().start()
+        redis_url = redis_url or embedded.redis.url
+        pg_url = pg_url or embedded.postgres.url
+    try:
+        yield Servers(redis_url=redis_url, pg_server_url=pg_url)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def template_db(servers: Servers) -> Iterator[str]:
+    """A migrated database that each test's database is copied from."""
+    url = servers.new_database()
+    with psycopg.connect(url) as conn:
+        migrate(conn)
+    name = urlsplit(url).path.lstrip("/")
+    yield name
+    servers.drop_database(url)
+
+
+@pytest.fixture
+def database_url(servers: Servers, template_db: str) -> Iterator[str]:
+    """A fresh, migrated database for this test only."""
+    url = servers.new_database(template=template_db)
+    yield url
+    servers.drop_database(url)
+
+
+@pytest.fixture
+def redis_url(servers: Servers) -> str:
+    """The test Redis, emptied for this test."""
+    client = redis.Redis.from_url(servers.redis_url)
+    client.flushdb()
+    client.close()
+    return servers.redis_url
+
+
+@pytest.fixture
+def cfg(database_url: str, redis_url: str) -> Config:
+    """The example configuration pointed at this test's servers."""
+    return load_config(
+        EXAMPLE_CONFIG,
+        env={"RATER_DATABASE_URL": database_url, "RATER_REDIS_URL": redis_url},
+    )
+
+
+@pytest.fixture
+def pg(database_url: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to this test's database, for checking rows."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def rds(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
