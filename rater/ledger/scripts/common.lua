@@ -32,11 +32,12 @@ end
 
 local function is_free(L) return L.q == 0 and L.r == 0 and L.cf == 0 end
 
--- the most paid seconds whose cost fits x micros
+-- the most paid seconds whose cost fits x micros (a cost that rounds to 0 always fits)
 local function max_paid(L, x)
-  if x <= 0 then return 0 end
+  if x < 0 then return 0 end
   if L.q == 0 and L.r == 0 then return INF end
-  local p = math.floor(x * DEN / (L.q * DEN + L.r))
+  -- cost(p) <= x  <=>  num*p/DEN < x + 1/2: estimate, then step to the exact answer
+  local p = math.floor((x + 0.5) * DEN / (L.q * DEN + L.r))
   if p > INF then return INF end
   while p > 0 and cost(L, p) > x do p = p - 1 end
   while cost(L, p + 1) <= x do p = p + 1 end
@@ -46,6 +47,7 @@ end
 -- the longest billed duration whose cost fits `funds` given `free` package seconds
 local function max_billed(L, funds, free)
   if is_free(L) then return INF end
+  if funds < 0 then funds = 0 end
   local pm = 0
   if funds >= L.cf then pm = max_paid(L, funds - L.cf) end
   local s = free + pm
