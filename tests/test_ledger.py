@@ -424,3 +424,21 @@ def test_lua_math_matches_the_python_tariff(redis_url, price, connect, incl, ini
     ledger.reserve(keys, 1, min(billed, auth.max_seconds))
     settled = ledger.commit(keys, "h", billed)
     assert settled.total_cost_micros == leg_cost(t, billed, free).cost_micros
+
+
+def test_leg_record_lets_a_restarted_daemon_adopt_the_leg(ledger: Ledger):
+    seed(ledger.redis, CUSTOMER, 5_000_000)
+    p = plan(level(CUSTOMER, RETAIL))
+    ledger.authorize("ad", p, cap_seconds=600, node="fs2")
+    keys = ledger.stored_leg_keys(TAG, "ad")
+    assert keys == ledger.leg_keys("ad", p)
+    ledger.reserve(keys, 1, 60, answered_usec=1_795_000_000_000_000)
+    ledger.reserve(keys, 2, 120, answered_usec=1_795_000_000_000_000)
+    rec = ledger.leg_record(TAG, "ad")
+    # 5.00 - 0.05 connect at 0.10/min buys 2970 s; capped at 600
+    assert (rec.state, rec.node, rec.max_seconds, rec.granted_seconds, rec.last_seq,
+            rec.answered_usec) == ("answered", "fs2", 600, 120, 2, 1_795_000_000_000_000)
+    assert ledger.live_legs(TAG) == {"ad"}
+    ledger.commit(keys, "ad", 100)
+    assert ledger.live_legs(TAG) == set()
+    assert ledger.leg_record(TAG, "nope") is None

@@ -86,6 +86,20 @@ class ApplyResult:
 
 
 @dataclass(frozen=True, slots=True)
+class LegRecord:
+    """A leg as Redis knows it (for adoption after a restart)."""
+
+    uuid: str
+    tag: str
+    state: str                    # authorized | answered | committed
+    node: str
+    max_seconds: int
+    granted_seconds: int
+    last_seq: int
+    answered_usec: int
+
+
+@dataclass(frozen=True, slots=True)
 class AccountState:
     balance_micros: int
     held_micros: int
@@ -160,9 +174,13 @@ class Ledger:
             return Authorization(True, max_seconds=int(words[1]))
         return Authorization(False, reason=words[1], account=_at(words, 2))
 
-    def reserve(self, keys: Sequence[str], seq: int, target_seconds: int) -> Reservation:
-        """Hold money and package seconds for billed seconds up to `target_seconds`."""
-        words = self._run("reserve", keys, [f"o:r:{seq}", target_seconds]).split()
+    def reserve(
+        self, keys: Sequence[str], seq: int, target_seconds: int, answered_usec: int = 0
+    ) -> Reservation:
+        """Hold money and package seconds for billed seconds up to `target_seconds`.
+        `seq` numbers the leg's reservations (1, 2, ...): the operation id."""
+        args = [f"o:r:{seq}", target_seconds, answered_usec, seq]
+        words = self._run("reserve", keys, args).split()
         if words[0] == "refused":
             return Reservation("refused", int(words[1]), reason=words[2], account=_at(words, 3))
         return Reservation(words[0], int(words[1]), reason=_at(words, 2), account=_at(words, 3))
@@ -248,6 +266,19 @@ class Ledger:
         if left is None:
             return None
         return BucketState(int(left), int(held or 0), int(period or 0), int(cap or 0))
+
+    def leg_record(self, tag: str, uuid: str) -> LegRecord | None:
+        """What a restarted daemon needs to adopt a leg, or None when it is unknown."""
+        st, node, max_s, granted, seq, ans = self.redis.hmget(
+            self.keys.leg(tag, uuid), "st", "node", "max", "T", "seq", "ans"
+        )
+        if st is None:
+            return None
+        return LegRecord(
+            uuid=uuid, tag=tag, state=_text(st), node=_text(node or b""),
+            max_seconds=int(max_s or 0), granted_seconds=int(granted or 0),
+            last_seq=int(seq or 0), answered_usec=int(ans or 0),
+        )
 
     def leg_state(self, tag: str, uuid: str) -> str | None:
         """authorized | answered | committed, or None when unknown."""

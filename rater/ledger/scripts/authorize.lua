@@ -54,7 +54,9 @@ end
 local plan = {acct = ARGV[5], dir = ARGV[6], dst = ARGV[7], caller = ARGV[8], node = ARGV[9],
               at = ARGV[2], lv = levels}
 local res = 'ok ' .. int(maxs)
+-- plain fields (node, max, T, seq, ans) let a restarted daemon adopt the leg
 redis.call('HSET', leg, 'st', 'authorized', 'plan', cmsgpack.pack(plan),
-           'dyn', cmsgpack.pack(dyn), 'keys', table.concat(KEYS, '\n'), ARGV[1], res)
+           'dyn', cmsgpack.pack(dyn), 'keys', table.concat(KEYS, '\n'), ARGV[1], res,
+           'node', ARGV[9], 'max', int(maxs), 'T', '0', 'seq', '0')
 redis.call('SADD', KEYS[3], ARGV[4])
 return res

@@ -3,7 +3,7 @@
 -- 'short' means less than asked, 'refused' nothing more. Holds, not ledger entries:
 -- the money moves at commit.
 -- KEYS: leg, outbox, live, account 1..n, buckets   (as authorize)
--- ARGV: op field, target billed seconds
+-- ARGV: op field, target billed seconds, answered_usec (0 if unknown), seq
 local leg = KEYS[1]
 local h = redis.call('HMGET', leg, 'st', 'plan', 'dyn', ARGV[1])
 if h[4] then return h[4] end
@@ -16,7 +16,9 @@ local n = #levels
 local target = tonumber(ARGV[2])
 
 local function store(res)
-  redis.call('HSET', leg, ARGV[1], res, 'dyn', cmsgpack.pack(dyn), 'st', 'answered')
+  redis.call('HSET', leg, ARGV[1], res, 'dyn', cmsgpack.pack(dyn), 'st', 'answered',
+             'T', int(dyn.T), 'seq', ARGV[4])
+  if ARGV[3] ~= '0' then redis.call('HSETNX', leg, 'ans', ARGV[3]) end
   return res
 end
 
