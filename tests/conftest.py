@@ -9,20 +9,27 @@ role needs CREATEDB).
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
-import os
-from collections.abc import Iterator
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+# The daemon, the simulator and the flusher run in-process under gevent in the tests, so the
+# standard library is patched first, as `rater` does (psycopg and redis choose their waiting
+# strategy at import time).
+from gevent import monkey
 
-import psycopg
-import pytest
-import redis
+monkey.patch_all()
 
-from loader.migrate import migrate
-from rater.config import Config, load_config
-from rater.embedded import EmbeddedServers
+import dataclasses  # noqa: E402
+import itertools  # noqa: E402
+import os  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+from urllib.parse import urlsplit, urlunsplit  # noqa: E402
+
+import psycopg  # noqa: E402
+import pytest  # noqa: E402
+import redis  # noqa: E402
+
+from loader.migrate import migrate  # noqa: E402
+from rater.config import Config, load_config  # noqa: E402
+from rater.embedded import EmbeddedServers  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIG = REPO / "config" / "rater.toml"

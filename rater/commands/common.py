@@ -56,3 +56,22 @@ def print_json(data: Any) -> None:
 def require(cond: bool, message: str) -> None:
     if not cond:
         raise InputError(message)
+
+
+def open_ledger(cfg: Config) -> tuple[Any, Any]:
+    """(Redis client, Ledger on it), for one-shot commands."""
+    from rater.ledger.client import Ledger
+    from rater.redis_client import keyspace_of, make_redis
+
+    client = make_redis(cfg.redis)
+    return client, Ledger(client, keyspace_of(cfg.redis), cfg.rating.leg_ttl_seconds)
+
+
+def current_snapshot(client: Any, keyspace: Any) -> Any:
+    """The published rating snapshot, or an error telling the operator what to run."""
+    from rater.rating.snapshot_store import load_current
+
+    snap = load_current(client, keyspace)
+    if snap is None:
+        raise InputError("no rating snapshot is published yet: run `loader sync`")
+    return snap
