@@ -61,3 +61,19 @@ class OperationConflict(LedgerError):
 
 class DatabaseUnavailable(RaterError):
     """PostgreSQL cannot be reached; the caller retries, nothing is lost."""
+
+
+# --- Event Socket specifics (rater/esl) -------------------------------------------------
+
+class FrameError(MalformedFrame):
+    """Bad bytes at `offset` of the stream; `frames` are the complete frames that came
+    before them in the same chunk, so a caller can still deliver everything received."""
+
+    def __init__(self, message: str, offset: int, frames: list | None = None) -> None:
+        super().__init__(message)
+        self.offset = offset
+        self.frames = frames if frames is not None else []
+
+
+class NoSuchChannel(CommandFailed):
+    """FreeSWITCH answered `-ERR No such channel!`: the call is already gone."""

@@ -1,0 +1,62 @@
+"""Exponential backoff with jitter. It only computes delays; the caller waits, so tests check
+the delays without sleeping (the clock and the random source are arguments)."""
+
+from __future__ import annotations
+
+import random as _random
+from collections.abc import Callable
+
+from rater.clock import Clock, SystemClock
+
+
+class Backoff:
+    """Delays of initial * factor**n, capped at `maximum`, each moved by up to ±jitter.
+
+    `failing_for()` says how long the current run of failures has lasted (for logs).
+    """
+
+    def __init__(
+        self,
+        initial: float = 0.1,
+        maximum: float = 10.0,
+        *,
+        factor: float = 2.0,
+        jitter: float = 0.1,
+        random: Callable[[], float] = _random.random,
+        clock: Clock | None = None,
+    ) -> None:
+        if initial <= 0 or maximum < initial or factor < 1 or not 0 <= jitter < 1:
+            raise ValueError("backoff: need 0 < initial <= maximum, factor >= 1, 0 <= jitter < 1")
+        self.initial = initial
+        self.maximum = maximum
+        self.factor = factor
+        self.jitter = jitter
+        self._random = random
+        self._clock = clock or SystemClock()
+        self.attempts = 0
+        self._since: float | None = None
+
+    @property
+    def failing(self) -> bool:
+        return self.attempts > 0
+
+    def next_delay(self) -> float:
+        """Record one more failure and return how long to wait before the next try."""
+        if self._since is None:
+            self._since = self._clock.monotonic()
+        base = min(self.maximum, self.initial * self.factor ** min(self.attempts, 64))
+        self.attempts += 1
+        # random() in [0, 1) -> a factor in [1 - jitter, 1 + jitter); never above the cap
+        delay = base * (1 + self.jitter * (2 * self._random() - 1))
+        return min(self.maximum, delay)
+
+    def failing_for(self) -> float:
+        """Seconds since the first failure of the current run (0 when not failing)."""
+        if self._since is None:
+            return 0.0
+        return self._clock.monotonic() - self._since
+
+    def reset(self) -> None:
+        """A success: the next failure starts again from `initial`."""
+        self.attempts = 0
+        self._since = None
