@@ -51,9 +51,14 @@ class Reservation:
 @dataclass(frozen=True, slots=True)
 class Settlement:
     ok: bool
-    total_cost_micros: int = 0    # what the customer (level 0) paid
     billed_seconds: int = 0
-    reason: str | None = None     # unknown_leg, leg_committed ...
+    level_costs: tuple[int, ...] = ()  # what each level paid, customer first
+    reason: str | None = None          # unknown_leg, leg_committed ...
+
+    @property
+    def total_cost_micros(self) -> int:
+        """What the customer (level 0) paid."""
+        return self.level_costs[0] if self.level_costs else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +211,7 @@ class Ledger:
         ]
         words = self._run("commit", keys, args).split()
         if words[0] == "ok":
-            return Settlement(True, total_cost_micros=int(words[1]), billed_seconds=int(words[2]))
+            return Settlement(True, int(words[1]), tuple(int(w) for w in words[2:]))
         return Settlement(False, reason=words[1])
 
     def release(

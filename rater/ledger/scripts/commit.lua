@@ -15,7 +15,7 @@ local levels = plan.lv
 local billed = tonumber(ARGV[2])
 local uuid = ARGV[10]
 
-local charges, usage, ledger = {}, {}, {}
+local charges, usage, ledger, costs = {}, {}, {}, {}
 local total = 0
 for l = 1, #levels do
   local L, D = levels[l], dyn.lv[l]
@@ -50,6 +50,7 @@ for l = 1, #levels do
     end
   end
   if l == 1 then total = money end
+  costs[l] = int(money)
   charges[l] = '{"level":' .. int(l - 1) .. ',"account":' .. jstr(L.a) ..
     ',"rate_group":' .. jstr(L.rg) .. ',"prefix":' .. jstr(L.pfx) ..
     ',"price_per_min":' .. int(L.ppm) .. ',"charged_seconds":' .. int(s) ..
@@ -73,7 +74,7 @@ local entry = '{"op":"commit","id":' .. jstr(uuid) .. ',"at":' .. int(num(ARGV[3
   '],"usage":[' .. table.concat(usage, ',') .. '],"ledger":[' .. table.concat(ledger, ',') .. ']}'
 redis.call('XADD', KEYS[2], '*', 'e', entry)
 redis.call('SREM', KEYS[3], uuid)
-local res = 'ok ' .. int(total) .. ' ' .. int(billed)
+local res = 'ok ' .. int(billed) .. ' ' .. table.concat(costs, ' ')
 redis.call('HSET', leg, 'st', 'committed', ARGV[1], res)
 redis.call('EXPIRE', leg, tonumber(ARGV[9]))
 return res
