@@ -1,0 +1,286 @@
+"""Runs what the leg state machine decides: rating (snapshot + ledger) and switch commands.
+
+`handle(uuid, item)` is called by the keyed dispatcher, one item at a time per uuid, so a
+leg's events are handled strictly in order while different legs run concurrently. Items are
+switch events (CHANNEL_PARK, CHANNEL_ANSWER, CHANNEL_HANGUP_COMPLETE) or the leg's own
+events (a timer firing, adoption after a restart).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import gevent
+import redis
+
+from rater.calls import leg as L
+from rater.calls.registry import LegRegistry, LiveLeg
+from rater.clock import Clock, SystemClock
+from rater.config import Config, hangup_cause
+from rater.errors import CommandFailed, LedgerError, SwitchError
+from rater.ledger.client import Ledger
+from rater.metrics import Metrics
+from rater.rating.chain import Refusal, resolve_leg
+
+log = logging.getLogger(__name__)
+
+# Hangup cause when the rater ends a call at the end of its paid time.
+CUT_OFF_CAUSE = "ALLOTTED_TIMEOUT"
+
+
+class SwitchControl(Protocol):
+    """What the handler needs from one FreeSWITCH node (rater.calls.switch implements it)."""
+
+    def admit(self, uuid: str, max_seconds: int, destination: str, context: str,
+              variables: dict[str, str]) -> None: ...
+
+    def hangup(self, uuid: str, cause: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchEvent:
+    """The fields of a channel event the handler reads (built by the ESL layer)."""
+
+    name: str                      # CHANNEL_PARK | CHANNEL_ANSWER | CHANNEL_HANGUP_COMPLETE
+    node: str
+    rated: bool                    # the dialplan marked the call for rating
+    direction: str = ""
+    account: str | None = None
+    destination: str = ""
+    caller: str = ""
+    created_usec: int = 0
+    answered_usec: int = 0
+    hangup_usec: int = 0
+    billmsec: int | None = None
+    hangup_cause: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CutOff:
+    """A leg's hangup timer fired: its paid time is over."""
+
+
+class CallHandler:
+    """Bridges the leg state machine, the ledger and the switch."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        ledger: Ledger,
+        snapshot: Callable[[], Any],
+        switches: dict[str, SwitchControl],
+        submit: Callable[[str, object], None],
+        metrics: Metrics,
+        clock: Clock | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.ledger = ledger
+        self.snapshot = snapshot
+        self.switches = switches
+        self.submit = submit
+        self.metrics = metrics
+        self.clock = clock or SystemClock()
+        self.legs = LegRegistry(cfg.rating.debit_interval, cfg.rating.reserve_ahead)
+        self.accepting = True
+        self._pending_commits: set[gevent.Greenlet] = set()
+
+    # --- entry point (per-uuid ordered) ---------------------------------------------------
+
+    def handle(self, uuid: str, item: object) -> None:
+        live = self.legs.get(uuid)
+        if isinstance(item, SwitchEvent):
+            event = self._leg_event(uuid, live, item)
+            if event is None:
+                return
+            live = self.legs.get(uuid)
+        elif isinstance(item, CutOff):
+            if live is not None and not live.leg.done:
+                self._cut_off(uuid, live)
+            return
+        else:
+            event = item
+        if live is None:
+            return
+        self._run(uuid, live, event)
+
+    def _leg_event(self, uuid: str, live: LiveLeg | None, ev: SwitchEvent) -> L.Event | None:
+        if ev.name == "CHANNEL_PARK":
+            if live is None:
+                if not ev.rated or not self.accepting:
+                    return None
+                live = self.legs.create(uuid, ev.node)
+                live.parked_at = self.clock.monotonic()
+                self.metrics.live_legs.set(len(self.legs))
+            return L.Parked(ev.account, ev.direction, ev.destination, ev.caller, ev.created_usec)
+        if live is None:
+            return None
+        if ev.name == "CHANNEL_ANSWER":
+            return L.Answered(ev.answered_usec or int(self.clock.now() * 1_000_000))
+        if ev.name == "CHANNEL_HANGUP_COMPLETE":
+            return L.HungUp(ev.answered_usec, ev.hangup_usec, ev.billmsec, ev.hangup_cause,
+                            ev.created_usec)
+        return None
+
+    def _run(self, uuid: str, live: LiveLeg, first: L.Event) -> None:
+        pending: deque[L.Event] = deque([first])
+        while pending:
+            for action in live.leg.handle(pending.popleft()):
+                follow = self._do(uuid, live, action)
+                if follow is not None:
+                    pending.append(follow)
+        if live.leg.done:
+            self.legs.drop(uuid)
+            self.metrics.live_legs.set(len(self.legs))
+
+    # --- actions ----------------------------------------------------------------------------
+
+    def _do(self, uuid: str, live: LiveLeg, action: L.Action) -> L.Event | None:
+        match action:
+            case L.Authorize():
+                return self._authorize(uuid, live, action)
+            case L.Refuse():
+                self._refuse(uuid, live, action.reason)
+            case L.Admit():
+                self._admit(uuid, live, action.max_seconds)
+            case L.Reserve():
+                return self._reserve(live, action)
+            case L.ScheduleReserve():
+                self._reserve_timer(uuid, live, self._until(live, action.at_seconds))
+            case L.RetryReserve():
+                self._reserve_timer(uuid, live, action.delay)
+            case L.HangupAt():
+                delay = None if action.at_seconds is None else self._until(live, action.at_seconds)
+                self.legs.set_hangup_timer(live, delay, lambda: self.submit(uuid, CutOff()))
+            case L.CancelTimers():
+                self.legs.cancel_timers(live)
+            case L.Commit():
+                self._commit(uuid, live, action)
+        return None
+
+    def _authorize(self, uuid: str, live: LiveLeg, a: L.Authorize) -> L.Event:
+        snap = self.snapshot()
+        if snap is None:
+            log.error("call %s: no rating snapshot loaded yet", uuid)
+            return L.AuthDecided(False, reason="internal_error")
+        try:
+            plan = resolve_leg(snap, a.account, a.direction, a.destination, self.clock.now())
+        except ValueError as exc:
+            log.warning("call %s: cannot rate: %s", uuid, exc)
+            return L.AuthDecided(False, reason="internal_error")
+        if isinstance(plan, Refusal):
+            log.info("call %s: refused %s (%s)", uuid, plan.reason, plan.detail)
+            return L.AuthDecided(False, reason=plan.reason)
+        live.tag = plan.tag
+        live.account = plan.account
+        live.destination = a.destination
+        live.keys = self.ledger.leg_keys(uuid, plan)
+        try:
+            auth = self.ledger.authorize(
+                uuid, plan, cap_seconds=self.cfg.rating.max_call_seconds, caller=a.caller,
+                node=live.node,
+            )
+        except (redis.RedisError, LedgerError) as exc:
+            self.metrics.redis_errors.inc()
+            log.error("call %s: authorize failed: %s", uuid, exc)
+            return L.AuthDecided(False, reason="internal_error")
+        if not auth.allowed:
+            log.info("call %s: refused %s at account %s", uuid, auth.reason, auth.account)
+        return L.AuthDecided(auth.allowed, auth.max_seconds, auth.reason)
+
+    def _refuse(self, uuid: str, live: LiveLeg, reason: str) -> None:
+        self.metrics.calls_refused.labels(reason).inc()
+        self._switch_call(live, "hangup", uuid, hangup_cause(self.cfg, reason))
+        self._observe_decision(live)
+
+    def _admit(self, uuid: str, live: LiveLeg, max_seconds: int) -> None:
+        self.metrics.calls_authorized.inc()
+        variables = {"rater_max_seconds": str(max_seconds), "rater_account": live.account}
+        self._switch_call(live, "admit", uuid, max_seconds, live.destination,
+                          self.cfg.rating.transfer_context, variables)
+        self._observe_decision(live)
+
+    def _reserve(self, live: LiveLeg, a: L.Reserve) -> L.Event:
+        try:
+            res = self.ledger.reserve(live.keys, a.seq, a.target_seconds, live.leg.answered_usec)
+        except (redis.RedisError, LedgerError) as exc:
+            self.metrics.redis_errors.inc()
+            self.metrics.reservations.labels("error").inc()
+            log.warning("call %s: reservation %d failed: %s", live.leg.uuid, a.seq, exc)
+            return L.Reserved("error", live.leg.granted)
+        self.metrics.reservations.labels(res.status).inc()
+        return L.Reserved(res.status, res.granted_seconds)
+
+    def _reserve_timer(self, uuid: str, live: LiveLeg, delay: float) -> None:
+        self.legs.set_reserve_timer(live, delay, lambda: self.submit(uuid, L.ReserveDue()))
+
+    def _cut_off(self, uuid: str, live: LiveLeg) -> None:
+        log.info("call %s: paid time over after %ss, hanging up", uuid, live.leg.granted)
+        self.metrics.calls_cut_off.inc()
+        self._switch_call(live, "hangup", uuid, CUT_OFF_CAUSE)
+
+    def _commit(self, uuid: str, live: LiveLeg, c: L.Commit) -> None:
+        if not self._try_commit(uuid, live, c):
+            # Redis is unreachable: the commit is idempotent, so keep trying in the background.
+            g = gevent.spawn(self._commit_until_done, uuid, live, c)
+            self._pending_commits.add(g)
+            g.link(self._pending_commits.discard)
+
+    def _try_commit(self, uuid: str, live: LiveLeg, c: L.Commit) -> bool:
+        try:
+            res = self.ledger.commit(
+                live.keys, uuid, c.billed_seconds, hangup_cause=c.cause,
+                created_usec=c.created_usec, answered_usec=c.answered_usec,
+                hangup_usec=c.hangup_usec, settlement=c.settlement,
+            )
+        except (redis.RedisError, LedgerError) as exc:
+            self.metrics.redis_errors.inc()
+            log.warning("call %s: commit failed (will retry): %s", uuid, exc)
+            return False
+        if not res.ok:
+            log.error("call %s: commit refused: %s", uuid, res.reason)
+            return True
+        self.metrics.commits.labels(c.settlement).inc()
+        for level, cost in enumerate(res.level_costs):
+            self.metrics.charged.labels(str(level)).inc(cost)
+        return True
+
+    def _commit_until_done(self, uuid: str, live: LiveLeg, c: L.Commit) -> None:
+        delay = 0.2
+        while not self._try_commit(uuid, live, c):
+            gevent.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def wait_for_commits(self, timeout: float) -> bool:
+        """Wait (up to `timeout`) for commits still being retried; True when none is left."""
+        pending = list(self._pending_commits)
+        done = gevent.joinall(pending, timeout=timeout)
+        return len(done) == len(pending)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _until(self, live: LiveLeg, at_seconds: float) -> float:
+        """Seconds from now until the call reaches `at_seconds` after its answer."""
+        answered = live.leg.answered_usec / 1_000_000
+        return answered + at_seconds - self.clock.now()
+
+    def _switch_call(self, live: LiveLeg, method: str, *args: Any) -> None:
+        switch = self.switches.get(live.node)
+        if switch is None:
+            log.error("call %s: no connection to node %s", live.leg.uuid, live.node)
+            return
+        try:
+            getattr(switch, method)(*args)
+        except CommandFailed as exc:
+            # typically "-ERR No such channel!": the caller left; its hangup event settles it
+            log.info("call %s: %s: %s", live.leg.uuid, method, exc)
+        except SwitchError as exc:
+            log.warning("call %s: %s failed: %s", live.leg.uuid, method, exc)
+
+    def _observe_decision(self, live: LiveLeg) -> None:
+        if live.parked_at:
+            self.metrics.decision_seconds.observe(self.clock.monotonic() - live.parked_at)
+            live.parked_at = 0.0

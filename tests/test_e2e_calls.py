@@ -1,0 +1,166 @@
+"""End to end: simulated FreeSWITCH over TCP -> daemon -> real Redis -> flusher -> PostgreSQL.
+
+Every amount is worked out by hand from tests/e2e_world.py (retail = 10000 micros/second).
+Talk times are whole seconds plus a little, so the billed duration (rounded up) is known:
+a call that talks 3.2 s is billed 4 s.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.e2e_world import C3, CC, DID_IN, IN, P1, PK, PP, R1, R2, SH, UK, running_world
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def world(cfg, database_url):
+    with running_world(cfg, database_url) as w:
+        yield w
+
+
+def test_plain_prepaid_call(world):
+    uuid = world.call(P1, UK, duration=3.2)
+    ch = world.wait(uuid)
+    assert ch.cause == "NORMAL_CLEARING"
+    assert [c for _, c in ch.commands if c.startswith("uuid_transfer")] == [
+        f"uuid_transfer {uuid} {UK} XML rated"]
+    world.settle()
+    # 4 s billed at 10000/s = 40000
+    assert world.balance(P1) == 1_000_000 - 40_000
+    assert world.pg_balance(P1) == 1_000_000 - 40_000
+    doc = world.cdr(uuid)
+    assert doc["cdr"]["billed_seconds"] == 4
+    assert doc["cdr"]["total_cost"] == 40_000
+    assert doc["cdr"]["settlement"] == "final"
+    assert [(c["account"], c["charged_seconds"], c["cost"]) for c in doc["charges"]] == [
+        (P1, 4, 40_000)]
+
+
+def test_postpaid_call_down_to_its_credit_limit(world):
+    # 0 balance, 0.30 credit: 30 s at 10000/s; the call wants 60 s
+    uuid = world.call(PP, UK, duration=60)
+    ch = world.wait(uuid, timeout=60)
+    talk = (ch.hangup_us - ch.answered_us) / 1e6
+    assert ch.hangup_by == "switch"
+    assert 29.0 <= talk <= 30.0  # hung up within a second of the paid end
+    world.settle()
+    assert world.balance(PP) == -300_000
+    assert world.pg_balance(PP) == -300_000
+    assert world.cdr(uuid)["cdr"]["billed_seconds"] == 30
+
+
+def test_customer_under_two_resellers_pays_three_levels(world):
+    uuid = world.call(C3, UK, duration=5.3)
+    world.wait(uuid)
+    world.settle()
+    # 6 s billed: C3 at r2-sell 5000/s = 30000; R2 at r1-sell 2000/s = 12000;
+    # R1 at wholesale 1000/s = 6000
+    assert world.balance(C3) == 10_000_000 - 30_000
+    assert world.balance(R2) == 10_000_000 - 12_000
+    assert world.balance(R1) == 10_000_000 - 6_000
+    charges = world.cdr(uuid)["charges"]
+    assert [(c["level"], c["account"], c["cost"]) for c in charges] == [
+        (0, C3, 30_000), (1, R2, 12_000), (2, R1, 6_000)]
+    assert world.pg_balance(R1) == 10_000_000 - 6_000
+
+
+def test_package_minutes_then_balance(world):
+    # 60 free seconds on 44, then 10000/s: a 70.2 s call -> 71 billed, 60 free, 11 paid
+    uuid = world.call(PK, UK, duration=70.2)
+    world.wait(uuid, timeout=90)
+    world.settle()
+    assert world.balance(PK) == 1_000_000 - 110_000
+    [charge] = world.cdr(uuid)["charges"]
+    assert (charge["free_seconds"], charge["cost"]) == (60, 110_000)
+    assert world.sql("SELECT used_seconds FROM orders WHERE id = 'ord-pk'") == [(60,)]
+
+
+def test_call_cut_off_when_money_runs_out(world):
+    # 0.05 buys 5 s
+    uuid = world.call(SH, UK, duration=30)
+    ch = world.wait(uuid, timeout=30)
+    talk = (ch.hangup_us - ch.answered_us) / 1e6
+    assert ch.hangup_by == "switch"
+    assert 4.0 <= talk <= 5.0
+    world.settle()
+    assert world.balance(SH) == 0
+    assert world.cdr(uuid)["cdr"]["billed_seconds"] == 5
+
+
+def test_unanswered_call_charges_nothing(world):
+    uuid = world.call(P1, UK, answer=False, duration=1.0)
+    ch = world.wait(uuid)
+    assert ch.answered_us == 0
+    world.settle()
+    assert world.balance(P1) == 1_000_000
+    doc = world.cdr(uuid)
+    assert (doc["cdr"]["billed_seconds"], doc["cdr"]["settlement"]) == (0, "unanswered")
+    assert world.sql("SELECT count(*) FROM ledger_entries WHERE ref = %s", uuid) == [(0,)]
+
+
+def test_inbound_did_call_uses_the_inbound_only_package(world):
+    # no account given: found through the DID; 60 inbound free seconds
+    uuid = world.call(None, DID_IN, direction="inbound", duration=10.4)
+    world.wait(uuid)
+    world.settle()
+    assert world.balance(IN) == 1_000_000
+    [charge] = world.cdr(uuid)["charges"]
+    assert (charge["account"], charge["free_seconds"], charge["cost"]) == (IN, 11, 0)
+    # the inbound-only package never serves an outbound call: 3 s paid
+    out = world.call(IN, UK, duration=2.2)
+    world.wait(out)
+    world.settle()
+    assert world.balance(IN) == 1_000_000 - 30_000
+    assert world.sql("SELECT used_seconds FROM orders WHERE id = 'ord-in'") == [(11,)]
+
+
+def test_refusals_hang_up_with_the_configured_cause(world):
+    blocked = world.call(P1, "449012345", duration=5)
+    unknown = world.call("2999999999", UK, duration=5)
+    no_rate = world.call(P1, "3312345678", duration=5)
+    assert world.wait(blocked).cause == "OUTGOING_CALL_BARRED"
+    assert world.wait(unknown).cause == "CALL_REJECTED"
+    assert world.wait(no_rate).cause == "NO_ROUTE_DESTINATION"
+    world.settle()
+    assert world.balance(P1) == 1_000_000
+
+
+def test_fifty_concurrent_calls_never_take_more_than_the_balance(world):
+    # CC can afford 600 s (6.00 at 10000/s); 50 calls each want 20 s = 1000 s
+    uuids = [world.call(CC, UK, duration=20) for _ in range(50)]
+    for uuid in uuids:
+        world.wait(uuid, timeout=60)
+    world.settle(timeout=60)
+    billed = world.sql("SELECT sum(billed_seconds), sum(total_cost) FROM cdrs "
+                       "WHERE account = %s", CC)
+    total_seconds, total_cost = billed[0]
+    assert total_cost <= 6_000_000
+    assert total_seconds <= 600
+    assert world.balance(CC) >= 0
+    assert world.balance(CC) == 6_000_000 - total_cost
+    assert world.pg_balance(CC) == world.balance(CC)
+
+
+def test_rate_change_applies_to_calls_authorized_after_the_reload(world):
+    before = world.call(P1, UK, duration=6.3)
+    deadline = time.monotonic() + 10
+    while world.sim.call(before).answered_us == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    version = world.daemon.snapshots.version
+    world.sql("UPDATE rates SET price_per_min = 1200000 WHERE prefix = '44' AND "
+              "rate_group_id = (SELECT id FROM rate_groups WHERE name = 'retail')")
+    world.sync()
+    world.wait_snapshot(version)
+    after = world.call(P1, UK, duration=2.3)
+    world.wait(before)
+    world.wait(after)
+    world.settle()
+    # in flight: 7 s at the old 10000/s; after the reload: 3 s at 20000/s
+    assert world.cdr(before)["cdr"]["total_cost"] == 70_000
+    assert world.cdr(after)["cdr"]["total_cost"] == 60_000
+    assert world.balance(P1) == 1_000_000 - 130_000
