@@ -1,0 +1,117 @@
+"""End to end under faults: duplicate and out-of-order events, dropped connections, withheld
+replies, a daemon restart. Amounts from tests/e2e_world.py (retail = 10000 micros/second)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from rater.daemon import Daemon
+from tests.e2e_world import P1, UK, running_world
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def world(cfg, database_url):
+    with running_world(cfg, database_url) as w:
+        yield w
+
+
+def wait_until(cond, timeout: float = 20, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def answered(world, uuid: str) -> bool:
+    return world.sim.call(uuid).answered_us != 0
+
+
+def test_duplicate_events_bill_once(world):
+    world.sim.duplicate_events(count=None)
+    uuid = world.call(P1, UK, duration=3.2)
+    world.wait(uuid)
+    world.settle()
+    assert world.sql("SELECT count(*), sum(total_cost) FROM cdrs") == [(1, 40_000)]
+    assert world.balance(P1) == 1_000_000 - 40_000
+    assert world.pg_balance(P1) == 1_000_000 - 40_000
+
+
+def test_answer_delivered_after_hangup_bills_from_the_hangup_event(world):
+    world.sim.hold_events(["CHANNEL_ANSWER"], release_after="CHANNEL_HANGUP_COMPLETE")
+    uuid = world.call(P1, UK, duration=2.3)
+    world.wait(uuid)
+    world.settle()
+    doc = world.cdr(uuid)
+    assert (doc["cdr"]["billed_seconds"], doc["cdr"]["total_cost"]) == (3, 30_000)
+    assert world.balance(P1) == 1_000_000 - 30_000
+
+
+def test_in_json_event_format(cfg, database_url):
+    with running_world(cfg, database_url, event_format="json") as world:
+        uuid = world.call(P1, UK, duration=1.4)
+        world.wait(uuid)
+        world.settle()
+        assert world.cdr(uuid)["cdr"]["total_cost"] == 20_000
+
+
+def test_connection_dropped_mid_call_is_reconnected_and_the_call_still_billed(world):
+    uuid = world.call(P1, UK, duration=6.3)
+    wait_until(lambda: answered(world, uuid), what="answer")
+    reconnects = world.daemon.metrics.esl_reconnects.labels("fs1")._value.get()
+    assert world.sim.drop_connections(mid_frame=True) >= 2
+    wait_until(lambda: world.daemon.metrics.esl_reconnects.labels("fs1")._value.get()
+               > reconnects, what="reconnection")
+    world.wait(uuid)
+    world.settle()
+    doc = world.cdr(uuid)
+    assert (doc["cdr"]["billed_seconds"], doc["cdr"]["settlement"]) == (7, "final")
+    assert world.balance(P1) == 1_000_000 - 70_000
+
+
+def test_call_that_ends_unseen_is_charged_as_reserved(world):
+    uuid = world.call(P1, UK, duration=60)
+    wait_until(lambda: answered(world, uuid), what="answer")
+    wait_until(lambda: world.daemon.ledger.leg_record(
+        world.daemon.handler.legs.get(uuid).tag, uuid).granted_seconds >= 2,
+        what="first reservation")
+    world.sim.stall(5)          # the daemon hears nothing ...
+    world.sim.hangup(uuid)      # ... while the caller hangs up
+    world.sim.resume()
+    world.sim.drop_connections()  # and the connection is lost with the events
+    world.settle(timeout=30)
+    doc = world.cdr(uuid)
+    assert doc["cdr"]["settlement"] == "as_reserved"
+    reserved = doc["cdr"]["billed_seconds"]
+    assert reserved >= 2 and reserved % 2 == 0  # whole 2 s chunks
+    assert doc["cdr"]["total_cost"] == reserved * 10_000
+    assert world.balance(P1) == 1_000_000 - reserved * 10_000
+
+
+def test_withheld_reply_does_not_lose_the_call(world):
+    world.sim.withhold_replies(1, "uuid_transfer")
+    uuid = world.call(P1, UK, duration=2.3)
+    world.wait(uuid, timeout=30)
+    world.settle()
+    assert world.cdr(uuid)["cdr"]["total_cost"] == 30_000
+
+
+def test_a_restarted_daemon_adopts_live_calls(world):
+    uuid = world.call(P1, UK, duration=8.2)
+    wait_until(lambda: answered(world, uuid), what="answer")
+    wait_until(lambda: world.daemon.handler.legs.get(uuid) is not None
+               and world.daemon.handler.legs.get(uuid).leg.granted > 0, what="reservation")
+    tag = world.daemon.snapshots.current.account(P1).tag
+    world.daemon.stop()          # graceful: the leg stays live in Redis
+    assert world.daemon.ledger.live_legs(tag) == {uuid}
+    world.daemon = Daemon(world.cfg)
+    world.daemon.start()
+    world.wait(uuid, timeout=30)
+    world.settle()
+    doc = world.cdr(uuid)
+    assert (doc["cdr"]["billed_seconds"], doc["cdr"]["settlement"]) == (9, "final")
+    assert world.balance(P1) == 1_000_000 - 90_000
