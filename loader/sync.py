@@ -10,10 +10,13 @@ One sync, in order (each step its own function, so later steps can be added):
                       overwritten (top-ups and adjustments go through the ledger).
 4. `seed_buckets`     create missing bucket hashes of active orders: ``left`` = cap - used
                       seconds, ``held`` = 0, ``period``, ``cap``. HSETNX only, likewise.
+5. adjustments        credits and debits another system wrote to `balance_adjustments` are
+                      applied to the live balance exactly once (loader/adjustments.py).
 
 `--watch` keeps a LISTEN on `rater_reference` (the schema's triggers bump `reference_version`
 and notify it), debounces bursts and syncs again; after any (re)connect it syncs at once,
-since notifications sent while disconnected are lost.
+since notifications sent while disconnected are lost. It also listens on `rater_adjustments`
+(a new balance adjustment row) and then only applies the pending adjustments.
 """
 
 from __future__ import annotations
@@ -30,9 +33,11 @@ from typing import Any
 import psycopg
 import redis as redis_lib
 
+from loader.adjustments import apply_adjustments
 from loader.db import connect
 from rater.config import Config, mask_url
 from rater.errors import ConfigError, DatabaseUnavailable, RaterError
+from rater.ledger.client import Ledger
 from rater.ledger.keys import KeySpace
 from rater.rating.snapshot import build_snapshot, read_header
 from rater.rating.snapshot_store import current_version, publish
@@ -40,6 +45,7 @@ from rater.rating.snapshot_store import current_version, publish
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "rater_reference"
+ADJUSTMENTS_CHANNEL = "rater_adjustments"
 SEED_BATCH = 2000
 
 # Every account's tree top: the account under admin that heads its tree.
@@ -68,6 +74,8 @@ class SyncResult:
     buckets: int
     buckets_seeded: int
     seconds: float
+    adjustments_applied: int = 0
+    adjustments_pending: int = 0
 
     def describe(self) -> str:
         size = ""
@@ -76,7 +84,9 @@ class SyncResult:
                     else f", {self.snapshot_bytes / 1e3:.0f} kB")
         return (f"snapshot v{self.version} {self.snapshot}{size}; accounts seeded: "
                 f"{self.accounts_seeded} of {self.accounts}; buckets seeded: "
-                f"{self.buckets_seeded} of {self.buckets}; {self.seconds:.2f} s")
+                f"{self.buckets_seeded} of {self.buckets}; adjustments applied: "
+                f"{self.adjustments_applied} ({self.adjustments_pending} left pending); "
+                f"{self.seconds:.2f} s")
 
 
 def redis_client(cfg: Config) -> redis_lib.Redis:
@@ -196,13 +206,22 @@ def sync_once(
             if seed_if_unchanged or outcome == "published":
                 accounts, accounts_seeded = seed_accounts(conn, rds, keyspace)
                 buckets, buckets_seeded = seed_buckets(conn, rds, keyspace)
+            adjustments = apply_adjustments(conn, Ledger(rds, keyspace), keyspace)
     except (redis_lib.ConnectionError, redis_lib.TimeoutError) as exc:
         raise RedisUnavailable(
             f"cannot reach Redis at {mask_url(cfg.redis.url)}: {exc}") from None
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"PostgreSQL failed during sync: {exc}") from None
     return SyncResult(version, outcome, size, accounts, accounts_seeded, buckets,
-                      buckets_seeded, round(time.monotonic() - started, 3))
+                      buckets_seeded, round(time.monotonic() - started, 3),
+                      len(adjustments.applied), len(adjustments.skipped))
+
+
+def apply_adjustments_once(cfg: Config, rds: redis_lib.Redis) -> int:
+    """Only step 5 (a new adjustment row was notified): returns how many were applied."""
+    keyspace = keyspace_of(cfg)
+    with connect(cfg, autocommit=True) as conn:
+        return len(apply_adjustments(conn, Ledger(rds, keyspace), keyspace).applied)
 
 
 def run_sync(
@@ -275,16 +294,21 @@ def watch_loop(
         try:
             with connect(cfg, autocommit=True) as listener:
                 listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                listener.execute(f"LISTEN {ADJUSTMENTS_CHANNEL}")
                 # Notifications sent while we were away are lost: sync now.
                 emit(sync_once(cfg, rds, force=force))
                 force = False
                 backoff.reset()
                 last = time.monotonic()
                 while not stop.is_set():
-                    if _wait_notification(listener, 1.0):
+                    channels = _wait_notification(listener, 1.0)
+                    if NOTIFY_CHANNEL in channels:
                         _debounce(listener, debounce, stop)
                         emit(sync_once(cfg, rds))
                         last = time.monotonic()
+                    elif channels:
+                        applied = apply_adjustments_once(cfg, rds)
+                        log.info("balance adjustments applied: %d", applied)
                     elif time.monotonic() - last >= recheck:
                         result = sync_once(cfg, rds, seed_if_unchanged=False)
                         if result.snapshot == "published":
@@ -296,8 +320,9 @@ def watch_loop(
             stop.wait(delay)
 
 
-def _wait_notification(conn: psycopg.Connection, timeout: float) -> bool:
-    return any(True for _ in conn.notifies(timeout=timeout, stop_after=1))
+def _wait_notification(conn: psycopg.Connection, timeout: float) -> set[str]:
+    """The channels notified within `timeout` (empty when none was)."""
+    return {n.channel for n in conn.notifies(timeout=timeout, stop_after=1)}
 
 
 def _debounce(conn: psycopg.Connection, quiet: float, stop: threading.Event) -> None:
