@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_json_argument(p)
     p.add_argument("--watch", action="store_true",
                    help="keep running: sync again on every change (LISTEN/NOTIFY)")
+    p.add_argument("--force", action="store_true",
+                   help="publish even if Redis holds a newer version (after a restore)")
     p.set_defaults(func=cmd_sync)
     return parser
 
@@ -75,7 +77,7 @@ def cmd_import_rates(args: argparse.Namespace) -> int:
 def cmd_sync(args: argparse.Namespace) -> int:
     from loader.sync import run_sync
 
-    return run_sync(config_from(args), watch=args.watch, as_json=args.json)
+    return run_sync(config_from(args), watch=args.watch, as_json=args.json, force=args.force)
 
 
 def _report(args: argparse.Namespace, summary: dict) -> None:

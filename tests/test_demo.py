@@ -1,0 +1,79 @@
+"""`rater demo` as a user runs it: a subprocess that must exit 0, print a summary whose totals
+match PostgreSQL (its reconcile line), and leave nothing running on exit or on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+RATER = [sys.executable, "-m", "rater.cli"]
+
+
+def started_dir(output: str) -> str:
+    match = re.search(r"started in (\S+)", output)
+    assert match, output
+    return match.group(1)
+
+
+def processes_using(path: str) -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if path in cmdline:
+            found.append(f"{pid}: {cmdline}")
+    return found
+
+
+def test_demo_runs_and_its_summary_matches_postgres():
+    proc = subprocess.run([*RATER, "demo", "--duration", "4", "--cps", "8",
+                                   "--metrics-port", "0"],
+                          cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "summary (from PostgreSQL)" in out
+    assert "reconcile Redis vs PostgreSQL: 0 difference(s)" in out
+    legs = int(re.search(r"rated legs \(CDRs\)\s+(\d+)", out).group(1))
+    assert legs > 0
+    root = started_dir(out)
+    assert processes_using(root) == []
+    assert not Path(root).exists()
+
+
+def test_ctrl_c_stops_the_demo_cleanly():
+    proc = subprocess.Popen([*RATER, "demo", "--duration", "600", "--cps", "5",
+                                     "--metrics-port", "0"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    lines = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if re.match(r"\s+\d+s\s+\d+", line) and int(line.split()[1]) >= 5:
+            break
+    proc.send_signal(signal.SIGINT)
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)  # the second Ctrl-C hangs up the calls in progress
+    rest, _ = proc.communicate(timeout=120)
+    out = "".join(lines) + rest
+    assert proc.returncode == 0, out
+    assert "summary (from PostgreSQL)" in out
+    assert "reconcile Redis vs PostgreSQL: 0 difference(s)" in out
+    root = started_dir(out)
+    assert processes_using(root) == []
+    assert not Path(root).exists()
