@@ -159,12 +159,12 @@ class World:
 @contextmanager
 def running_world(cfg: Config, database_url: str, *, debit_interval: int = 2,
                   data: dict[str, Any] | None = None, event_format: str = "plain",
-                  ) -> Iterator[World]:
+                  password: str = "ClueCon") -> Iterator[World]:
     """Import the world, sync it, start the simulator and the daemon against it."""
     with psycopg.connect(database_url) as conn:
         import_dataset(conn, data or dataset())
-    sim = Simulator(heartbeat=20).start()
-    node = FreeSwitchNode(name="fs1", host="127.0.0.1", port=sim.port, password="ClueCon",
+    sim = Simulator(password=password, heartbeat=20).start()
+    node = FreeSwitchNode(name="fs1", host="127.0.0.1", port=sim.port, password=password,
                           event_format=event_format, command_timeout=5.0)
     cfg = dataclasses.replace(
         cfg,
