@@ -75,7 +75,7 @@ class Daemon:
                 self.redis, postgres_connector(cfg.database.url, cfg.database.connect_timeout),
                 self.keys, cfg.flusher, consumer, self.clock)
         self.status: StatusServer | None = None
-        self._flushed_seen = 0
+        self._flusher_seen = (0, 0, 0)  # entries, db failures, redis failures already counted
         self.started = False
 
     # --- per-call work (in the dispatcher, one uuid at a time) ------------------------------
@@ -224,9 +224,16 @@ class Daemon:
                     continue
                 self.metrics.outbox_lag_entries.set(entries)
                 self.metrics.outbox_lag_seconds.set(age)
-                done = self.flusher.stats.entries
-                self.metrics.flushed_entries.inc(max(0, done - self._flushed_seen))
-                self._flushed_seen = done
+                self._count_flusher_stats()
+
+    def _count_flusher_stats(self) -> None:
+        stats = self.flusher.stats
+        now = (stats.entries, stats.db_failures, stats.redis_failures)
+        seen = self._flusher_seen
+        self.metrics.flushed_entries.inc(max(0, now[0] - seen[0]))
+        self.metrics.postgres_errors.inc(max(0, now[1] - seen[1]))
+        self.metrics.redis_errors.inc(max(0, now[2] - seen[2]))
+        self._flusher_seen = now
 
     # --- health -----------------------------------------------------------------------------
 
