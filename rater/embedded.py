@@ -111,6 +111,7 @@ class RedisServer:
 
     workdir: Path
     port: int = 0
+    binary: str | None = None
     proc: subprocess.Popen | None = None
 
     @property
@@ -118,7 +119,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        binary = find_redis_server()
+        binary = self.binary or find_redis_server()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         log = self.workdir / "redis.log"

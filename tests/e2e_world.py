@@ -102,6 +102,7 @@ class World:
     sim: Simulator
     daemon: Daemon
     database_url: str
+    sims: list[Simulator] = dataclasses.field(default_factory=list)
 
     def call(self, account: str | None, destination: str = UK, **kw: Any) -> str:
         return self.sim.place_call(account, destination, **kw)
@@ -159,16 +160,18 @@ class World:
 @contextmanager
 def running_world(cfg: Config, database_url: str, *, debit_interval: int = 2,
                   data: dict[str, Any] | None = None, event_format: str = "plain",
-                  password: str = "ClueCon") -> Iterator[World]:
+                  password: str = "ClueCon", nodes: int = 1) -> Iterator[World]:
     """Import the world, sync it, start the simulator and the daemon against it."""
     with psycopg.connect(database_url) as conn:
         import_dataset(conn, data or dataset())
-    sim = Simulator(password=password, heartbeat=20).start()
-    node = FreeSwitchNode(name="fs1", host="127.0.0.1", port=sim.port, password=password,
-                          event_format=event_format, command_timeout=5.0)
+    sims = [Simulator(password=password, heartbeat=20).start() for _ in range(nodes)]
+    sim = sims[0]
     cfg = dataclasses.replace(
         cfg,
-        freeswitch=(node,),
+        freeswitch=tuple(
+            FreeSwitchNode(name=f"fs{i + 1}", host="127.0.0.1", port=s.port, password=password,
+                           event_format=event_format, command_timeout=5.0)
+            for i, s in enumerate(sims)),
         rating=dataclasses.replace(cfg.rating, debit_interval=debit_interval,
                                    reserve_ahead=min(0.5, debit_interval / 2)),
         flusher=dataclasses.replace(cfg.flusher, block_ms=50),
@@ -176,11 +179,12 @@ def running_world(cfg: Config, database_url: str, *, debit_interval: int = 2,
         renewal=dataclasses.replace(cfg.renewal, enabled=False),
         snapshot=dataclasses.replace(cfg.snapshot, poll_interval=0.2),
     )
-    world = World(cfg, sim, Daemon(cfg), database_url)
+    world = World(cfg, sim, Daemon(cfg), database_url, sims)
     world.sync()
     world.daemon.start()
     try:
-        sim.wait_for_listener(["CHANNEL_PARK"], timeout=10)
+        for s in sims:
+            s.wait_for_listener(["CHANNEL_PARK"], timeout=10)
         deadline = time.monotonic() + 10
         while not all(link.ready for link in world.daemon.nodes.values()):
             assert time.monotonic() < deadline, "the daemon did not connect"
@@ -188,7 +192,8 @@ def running_world(cfg: Config, database_url: str, *, debit_interval: int = 2,
         yield world
     finally:
         world.daemon.stop()
-        sim.close()
+        for s in sims:
+            s.close()
 
 
 def repo_file(*parts: str) -> Path:

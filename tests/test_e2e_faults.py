@@ -115,3 +115,16 @@ def test_a_restarted_daemon_adopts_live_calls(world):
     doc = world.cdr(uuid)
     assert (doc["cdr"]["billed_seconds"], doc["cdr"]["settlement"]) == (9, "final")
     assert world.balance(P1) == 1_000_000 - 90_000
+
+
+def test_two_freeswitch_nodes_share_one_account(cfg, database_url):
+    with running_world(cfg, database_url, nodes=2) as world:
+        a = world.sims[0].place_call(P1, UK, duration=2.2)
+        b = world.sims[1].place_call(P1, UK, duration=3.2)
+        world.sims[0].wait_for_hangup(a, 30)
+        world.sims[1].wait_for_hangup(b, 30)
+        world.settle()
+        # 3 s + 4 s at 10000/s, from one balance
+        assert world.balance(P1) == 1_000_000 - 70_000
+        assert world.sql("SELECT node, billed_seconds FROM cdrs ORDER BY billed_seconds") == [
+            ("fs1", 3), ("fs2", 4)]
