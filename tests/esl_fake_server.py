@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import socket
 import struct
-from pathlib import Path
 
 import gevent
 from gevent.event import Event
@@ -24,14 +22,7 @@ from rater.esl.frames import FrameParser, build_frame
 WAIT = 5.0  # generous deadline for anything a test waits on
 
 
-def captures_dir() -> Path:
-    """The real FreeSWITCH captures (RATER_CAPTURES_DIR overrides). Missing = failure."""
-    env = os.environ.get("RATER_CAPTURES_DIR")
-    default = Path(__file__).resolve().parents[2] / "shared" / "freeswitch-captures"
-    path = Path(env) if env else default
-    if not path.is_dir():
-        raise FileNotFoundError(f"no FreeSWITCH captures at {path} (set RATER_CAPTURES_DIR)")
-    return path
+from tests.captures import captures_dir  # noqa: E402 - re-exported for the ESL tests
 
 
 def capture_bytes(name: str, direction: str = "in") -> bytes:

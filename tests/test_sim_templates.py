@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -12,21 +11,17 @@ from rater.esl.events import encode_plain_event
 from rater.esl.frames import FrameParser, build_frame
 from rater.sim import captured, extract, templates
 from rater.sim.bus import Event
+from tests.captures import captures_dir
 
 REPO = Path(__file__).resolve().parents[1]
-CAPTURES = Path(os.environ.get("RATER_CAPTURES", REPO.parent / "shared" / "freeswitch-captures"))
+CAPTURES = captures_dir()
 
-needs_captures = pytest.mark.skipif(
-    not (CAPTURES / "esl_sipp_plain.raw.in").exists(),
-    reason=f"raw captures not found at {CAPTURES} (set RATER_CAPTURES)",
-)
 
 
 def _capture_frames(name: str) -> list:
     return FrameParser().feed((CAPTURES / name).read_bytes())
 
 
-@needs_captures
 def test_captured_module_is_up_to_date() -> None:
     assert extract.OUTPUT.read_text() == extract.render_module(CAPTURES), (
         "rater/sim/captured.py is stale: python -m rater.sim.extract <captures-dir>")
@@ -43,7 +38,6 @@ def test_template_reproduces_its_captured_event_byte_for_byte(key: str) -> None:
     assert template.header_names == tuple(name for name, _ in headers)
 
 
-@needs_captures
 @pytest.mark.parametrize("key", sorted(templates.TEMPLATES))
 def test_template_source_is_the_raw_capture(key: str) -> None:
     template = templates.TEMPLATES[key]
@@ -55,7 +49,6 @@ def test_template_source_is_the_raw_capture(key: str) -> None:
     assert template.render_plain(template.captured_values, body) == original[0]
 
 
-@needs_captures
 @pytest.mark.parametrize("capture", ["esl_sipp_json.raw.in", "esl_json_subset.raw.in"])
 def test_json_rendering_matches_real_json_events(capture: str) -> None:
     """Every real JSON event, re-rendered from its own (name, value) pairs by the same code
@@ -77,7 +70,6 @@ def test_json_rendering_matches_real_json_events(capture: str) -> None:
     assert checked > 10
 
 
-@needs_captures
 def test_url_encoding_matches_every_captured_plain_value() -> None:
     checked = 0
     for capture in sorted(CAPTURES.glob("*plain*.raw.in")):
