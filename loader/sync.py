@@ -41,6 +41,7 @@ from rater.ledger.client import Ledger
 from rater.ledger.keys import KeySpace
 from rater.rating.snapshot import build_snapshot, read_header
 from rater.rating.snapshot_store import current_version, publish
+from rater.redis_client import keyspace_of
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +99,6 @@ def redis_client(cfg: Config) -> redis_lib.Redis:
         socket_connect_timeout=cfg.redis.socket_timeout,
     )
     return redis_lib.Redis(connection_pool=pool)
-
-
-def keyspace_of(cfg: Config) -> KeySpace:
-    return KeySpace(prefix=cfg.redis.key_prefix, shards=cfg.redis.shards)
 
 
 def check_shards(rds: redis_lib.Redis, keyspace: KeySpace) -> None:
@@ -196,7 +193,7 @@ def sync_once(
     RedisUnavailable or ConfigError; with `seed_if_unchanged` False an unchanged version
     skips the seeding too (the watch loop's periodic check)."""
     started = time.monotonic()
-    keyspace = keyspace_of(cfg)
+    keyspace = keyspace_of(cfg.redis)
     try:
         with connect(cfg, autocommit=True) as conn:
             check_shards(rds, keyspace)
@@ -219,7 +216,7 @@ def sync_once(
 
 def apply_adjustments_once(cfg: Config, rds: redis_lib.Redis) -> int:
     """Only step 5 (a new adjustment row was notified): returns how many were applied."""
-    keyspace = keyspace_of(cfg)
+    keyspace = keyspace_of(cfg.redis)
     with connect(cfg, autocommit=True) as conn:
         return len(apply_adjustments(conn, Ledger(rds, keyspace), keyspace).applied)
 

@@ -22,12 +22,13 @@ from rater.config import Config
 from rater.ledger.keys import KeySpace
 from rater.rating.snapshot import ReferenceData, encode_snapshot
 from rater.rating.snapshot_store import publish
+from rater.redis_client import keyspace_of as redis_keyspace
 from rater.snapshot_watcher import SnapshotHolder
 from tests.rating_world import C3, import_world
 
 
 def keyspace_of(cfg: Config) -> KeySpace:
-    return KeySpace(prefix=cfg.redis.key_prefix, shards=cfg.redis.shards)
+    return redis_keyspace(cfg.redis)
 
 
 @pytest.fixture

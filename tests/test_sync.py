@@ -22,6 +22,7 @@ from rater.rating.snapshot_store import (
     publish,
     published_versions,
 )
+from rater.redis_client import keyspace_of as redis_keyspace
 from tests.rating_world import C1, C3, R1, R2, import_world
 
 KS = KeySpace(prefix="rt", shards=16)
@@ -42,7 +43,7 @@ def blob_of(version: int, keyspace: KeySpace = KS) -> bytes:
 
 
 def keyspace_of(cfg: Config) -> KeySpace:
-    return KeySpace(prefix=cfg.redis.key_prefix, shards=cfg.redis.shards)
+    return redis_keyspace(cfg.redis)
 
 
 # --- the store -------------------------------------------------------------------------
