@@ -10,6 +10,7 @@ unprivileged user.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import glob
 import os
 import pwd
@@ -19,10 +20,13 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rater.errors import RaterError
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 class EmbeddedServerError(RaterError):
@@ -53,6 +57,25 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def _die_with_parent(sig: int, user: pwd.struct_passwd | None = None) -> Callable[[], None]:
+    """A preexec_fn: optionally drop to `user`, then ask Linux to send `sig` to the child
+    when this process dies, so a killed test run or demo leaves no server behind. The
+    setting is cleared by a change of user, hence the order."""
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if user is not None:
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, sig)
+        if os.getppid() != parent:  # the parent died before the prctl took effect
+            os._exit(1)
+
+    return preexec
 
 
 def find_redis_server() -> str:
@@ -128,6 +151,7 @@ class RedisServer:
              "--appendonly", "no", "--dir", str(self.workdir), "--logfile", str(log),
              "--daemonize", "no", "--maxclients", "4000"],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent(signal.SIGTERM),
         )
         _wait_port(self.port, self.proc, "redis-server", log)
         return self
@@ -152,15 +176,9 @@ class PostgresServer:
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{self.dbname}"
 
-    def _preexec(self):  # returns a preexec_fn, or None when no user switch is needed
-        user = self._run_as
-        if user is None:
-            return None
-
-        def drop() -> None:
-            os.setgid(user.pw_gid)
-            os.setuid(user.pw_uid)
-        return drop
+    def _preexec(self) -> Callable[[], None]:
+        # SIGINT is PostgreSQL's fast shutdown (its backends follow the postmaster)
+        return _die_with_parent(signal.SIGINT, self._run_as)
 
     def start(self) -> PostgresServer:
         self.bindir = self.bindir or find_postgres_bin()
