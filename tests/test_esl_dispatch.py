@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import gevent
 import pytest
 from gevent.event import Event
 
@@ -87,12 +88,22 @@ def test_workers_are_bounded_and_waiting_keys_keep_arrival_order():
     assert d.handled == 5 and d.active_keys == 0
 
 
-def test_worker_exits_when_its_queue_is_empty():
-    d = KeyedDispatcher(lambda item: None, key_of)
-    d.submit(("A", 0))
+def test_idle_workers_are_reused_bounded_and_end_at_close():
+    seen = []
+    d = KeyedDispatcher(seen.append, key_of, max_idle=2)
+    for k in "abcd":
+        d.submit((k, 0))  # four workers at once
     assert d.join(WAIT)
-    assert d.active_keys == 0
-    assert d._workers.join(timeout=WAIT)  # the worker ended: no idle greenlet left behind
+    gevent.sleep(0)
+    assert d.active_keys == 0 and d.parked_workers == 2  # two parked, two ended
+    spawned = len(d._workers)
+    for k in "ef":
+        d.submit((k, 0))  # parked workers take them: no new greenlet
+        assert len(d._workers) == spawned
+    assert d.join(WAIT)
+    assert sorted(seen) == [(k, 0) for k in "abcdef"]
+    assert d.close(WAIT)
+    assert d._workers.join(timeout=WAIT)  # parked workers ended: none left behind
 
 
 def test_a_failing_handler_is_logged_and_the_key_goes_on(caplog):

@@ -268,6 +268,7 @@ def test_replayed_entries_add_nothing(world: World) -> None:
     copies = {s: world.rds.xrange(s) for s in KS.outboxes()}
     f = world.flusher()
     assert f.flush_all() == expected_entries(world, 1) + 1
+    assert f.writer.replayed_batches == 0  # new entries: COPY straight into the tables
     before = world.pg.execute(
         "SELECT (SELECT count(*) FROM cdrs), (SELECT count(*) FROM cdr_charges), "
         "(SELECT count(*) FROM ledger_entries), (SELECT count(*) FROM package_usage), "
@@ -287,6 +288,7 @@ def test_replayed_entries_add_nothing(world: World) -> None:
     assert after == before
     assert world.count("SELECT used_seconds FROM orders WHERE id = %s", ORDER) == 66
     assert f.stats.duplicates > 0 and world.backlog() == 0
+    assert f.writer.replayed_batches > 0  # the unique keys sent them the careful way
 
 
 # --- crashes and redelivery --------------------------------------------------------------

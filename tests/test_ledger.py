@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 import redis
@@ -442,3 +443,48 @@ def test_leg_record_lets_a_restarted_daemon_adopt_the_leg(ledger: Ledger):
     ledger.commit(keys, "ad", 100)
     assert ledger.live_legs(TAG) == set()
     assert ledger.leg_record(TAG, "nope") is None
+
+
+# --- the ledger's own connection path (rater.ledger.client._Calls) ------------------------
+
+def test_ledger_keeps_connections_and_drops_one_interrupted_mid_command(redis_url: str):
+    """Connections are kept between scripts; one interrupted after sending (a timeout, a
+    killed greenlet) is disconnected, so its late reply can never answer another call."""
+    from rater.config import RedisConfig
+    from rater.redis_client import make_redis
+
+    client = make_redis(RedisConfig(url=redis_url, pool_size=8))
+    led = Ledger(client, KS, leg_ttl_seconds=3600)
+    seed(client, CUSTOMER, 10_000_000)
+    p = plan(level(CUSTOMER, RETAIL))
+    assert led.authorize("keep-1", p, cap_seconds=600).allowed
+    (conn,) = led._calls._idle  # kept for the next script, not given back to the pool
+    assert conn._sock is not None
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt  # stands for gevent.Timeout or GreenletExit
+
+    conn.read_response = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        led.reserve(led.leg_keys("keep-1", p), 1, 30)
+    del conn.read_response  # the class's own again
+    assert conn._sock is None  # disconnected: the reply it was waiting for went with it
+    res = led.reserve(led.leg_keys("keep-1", p), 1, 30)  # reconnects; the replay is harmless
+    assert res.status == "ok" and res.granted_seconds == 30
+    client.close()
+
+
+def test_redis_connection_idle_check_sees_a_dirty_connection(redis_url: str):
+    from rater.config import RedisConfig
+    from rater.redis_client import make_redis
+
+    client = make_redis(RedisConfig(url=redis_url, pool_size=4))
+    conn = client.connection_pool.get_connection()
+    assert conn.can_read() is False  # clean: answered without a trip through the hub
+    conn.send_command("PING")
+    deadline = time.monotonic() + 5
+    while not conn.can_read():  # a reply nobody read: the pool must not hand it out
+        assert time.monotonic() < deadline
+    conn.disconnect()
+    client.connection_pool.release(conn)
+    client.close()

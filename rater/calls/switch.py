@@ -34,19 +34,21 @@ VAR_DESTINATION = "rater_destination"
 def switch_event(node: str, ev: ChannelEvent) -> SwitchEvent:
     """The fields the call handler reads, taken from a channel event (lazily decoded)."""
     name = ev.name
-    direction = ev.variable(VAR_DIRECTION) or ""
     if name == EventName.CHANNEL_PARK:
+        direction = ev.variable(VAR_DIRECTION) or ""
         return SwitchEvent(
             name, node, rated=direction in ("outbound", "inbound"), direction=direction,
             account=ev.variable(VAR_ACCOUNT) or ev.variable(VAR_ACCOUNTCODE) or None,
             destination=ev.variable(VAR_DESTINATION) or ev.destination_number or "",
             caller=ev.caller_id_number or "", created_usec=ev.created_time or 0,
         )
+    # Whether a leg is rated is decided at CHANNEL_PARK (the handler reads `rated` there
+    # only); later events concern legs already rated, so their variables are not searched.
     if name == EventName.CHANNEL_ANSWER:
-        return SwitchEvent(name, node, rated=bool(direction),
+        return SwitchEvent(name, node, rated=True,
                            answered_usec=ev.answered_time or ev.timestamp or 0)
     return SwitchEvent(
-        name, node, rated=bool(direction), created_usec=ev.created_time or 0,
+        name, node, rated=True, created_usec=ev.created_time or 0,
         answered_usec=ev.answered_time or 0, hangup_usec=ev.hangup_time or 0,
         billmsec=ev.billmsec, hangup_cause=ev.hangup_cause or "",
     )
@@ -67,6 +69,7 @@ class NodeLink:
         self._submit = submit
         self._on_connected_cb = on_connected
         self._metrics = metrics
+        self._events_seen = metrics.esl_events.labels(node.name)  # counted on every event
         liveness = 2 * node.heartbeat_interval + 5
         self.events = EslConnection(
             node.host, node.port, node.password, name=f"{node.name}/events",
@@ -86,7 +89,7 @@ class NodeLink:
 
     def _on_event(self, ev: ChannelEvent) -> None:
         # runs in the reader greenlet: only route the event, decode it in the call's worker
-        self._metrics.esl_events.labels(self.name).inc()
+        self._events_seen.inc()
         uuid = ev.unique_id
         if uuid and ev.name in SUBSCRIBED:
             self._submit((uuid, (self.name, ev)))
@@ -105,10 +108,11 @@ class NodeLink:
         net = max_seconds + 1
         values = {**variables, "execute_on_answer": f"sched_hangup +{net} ALLOTTED_TIMEOUT"}
         self._commands_ready()
-        setvars = self.commands.api_async(commands.uuid_setvar_multi(uuid, values))
-        transfer = self.commands.api_async(commands.uuid_transfer(uuid, destination, context))
+        setvars, transfer = self.commands.api_many([
+            commands.uuid_setvar_multi(uuid, values),
+            commands.uuid_transfer(uuid, destination, context)])
+        transfer.result()  # replies come in order: once this one is in, both are
         setvars.result()
-        transfer.result()
 
     def hangup(self, uuid: str, cause: str) -> None:
         self._commands_ready()

@@ -47,13 +47,22 @@ def _var_name(value: str) -> str:
     return value
 
 
+# One search finds any forbidden character (the slow path below names them).
+_FORBIDDEN_RE = {
+    extra: re.compile("[" + re.escape("".join(sorted(_FORBIDDEN_IN_VALUE | set(extra)))) + "]")
+    for extra in ("", ";")
+}
+
+
 def _value(value: str, what: str, extra: str = "") -> str:
     if not isinstance(value, str):
         raise ValueError(f"{what} must be a string, not {type(value).__name__}")
-    bad = _FORBIDDEN_IN_VALUE.union(extra).intersection(value)
-    if bad:
-        raise ValueError(f"{what} contains {''.join(sorted(bad))!r}: {value!r}")
-    if value != value.strip(" "):
+    forbidden = _FORBIDDEN_RE.get(extra)
+    if forbidden is None or forbidden.search(value) is not None:
+        bad = _FORBIDDEN_IN_VALUE.union(extra).intersection(value)
+        if bad:
+            raise ValueError(f"{what} contains {''.join(sorted(bad))!r}: {value!r}")
+    if value[:1] == " " or value[-1:] == " ":
         raise ValueError(f"{what} has leading or trailing spaces, which FreeSWITCH drops")
     return value
 

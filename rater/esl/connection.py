@@ -194,12 +194,46 @@ class _Link:
         return True
 
 
-class _Silent(Exception):
-    """No frame within the liveness timeout."""
+class _Watchdog:
+    """Calls `expired()` (in the hub) once `due()` (seconds left) is no longer positive,
+    checking again whenever it was pushed back meanwhile. `close()` cancels it."""
+
+    def __init__(self, due: Callable[[], float], expired: Callable[[], None]) -> None:
+        self._due = due
+        self._expired = expired
+        self._timer = None
+        self._arm(max(0.0, due()))
+
+    def _arm(self, delay: float) -> None:
+        self._timer = gevent.get_hub().loop.timer(delay)
+        self._timer.start(self._check)
+
+    def _check(self) -> None:
+        self._timer.close()
+        left = self._due()
+        if left > 0:
+            self._arm(left)
+        else:
+            self._timer = None
+            self._expired()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer.close()
+            self._timer = None
 
 
 class _WriteStalled(Exception):
     """A write did not finish before its deadline."""
+
+
+def _send_all(sock: gevent.socket.socket, data: bytes) -> None:
+    """sendall() with send(): gevent's sendall asks the kernel for the socket's buffer size
+    on every call, a syscall per command."""
+    view = memoryview(data)
+    while view:
+        view = view[sock.send(view):]
 
 
 def _redact(data: bytes) -> str:
@@ -442,9 +476,10 @@ class EslConnection(greenswitch.InboundESL):
     def _read_loop(self, link: _Link) -> None:
         parser = FrameParser()
         reason = "closed"
+        watchdog = self._watch(link) if self._liveness is not None else None
         try:
             while link.reason is None:
-                data = self._recv(link)
+                data = link.sock.recv(RECV_SIZE)
                 if not data:
                     if parser.buffered:
                         reason = (f"EOF in the middle of a frame ({parser.buffered} bytes "
@@ -461,21 +496,28 @@ class EslConnection(greenswitch.InboundESL):
                     reason = f"malformed stream: {exc}"
                     break
                 self._on_frames(link, frames)
-        except _Silent:
-            reason = f"no frame for {self._liveness}s (no HEARTBEAT): connection presumed dead"
         except OSError as exc:
             reason = f"socket error: {exc}"
         finally:
-            self._drop(link, reason)
+            if watchdog is not None:
+                watchdog.close()
+            self._drop(link, reason)  # a no-op when the watchdog dropped it first
 
-    def _recv(self, link: _Link) -> bytes:
-        if self._liveness is None:
-            return link.sock.recv(RECV_SIZE)
-        remaining = link.last_frame_at + self._liveness - self._clock.monotonic()
-        if remaining <= 0:
-            raise _Silent
-        with gevent.Timeout(remaining, _Silent):
-            return link.sock.recv(RECV_SIZE)
+    def _watch(self, link: _Link) -> _Watchdog:
+        """Drop `link` once no frame came for `liveness` seconds. One timer re-armed per
+        liveness period, rather than a timeout around every read."""
+        liveness = self._liveness
+        assert liveness is not None
+
+        def due() -> float:
+            return link.last_frame_at + liveness - self._clock.monotonic()
+
+        def silent() -> None:
+            # runs in the hub: the drop (closing the socket wakes the reader) in a greenlet
+            gevent.spawn(self._drop, link, f"no frame for {liveness}s (no HEARTBEAT): "
+                         "connection presumed dead")
+
+        return _Watchdog(due, silent)
 
     def _on_frames(self, link: _Link, frames: list[Frame]) -> None:
         if frames:
@@ -549,19 +591,30 @@ class EslConnection(greenswitch.InboundESL):
         self, link: _Link, data: bytes, what: str, deadline: float,
         interpret: Callable[[Reply], T],
     ) -> PendingReply[T]:
-        future: AsyncResult = AsyncResult()
+        return self._submit_all(link, [(data, what, interpret)], deadline)[0]
+
+    def _submit_all(
+        self, link: _Link, requests: Sequence[tuple[bytes, str, Callable[[Reply], T]]],
+        deadline: float,
+    ) -> list[PendingReply[T]]:
+        """Send requests (data, what, interpret) in one write; replies come back in order."""
+        what = ", ".join(w for _, w, _ in requests)
+        futures = [AsyncResult() for _ in requests]
         remaining = deadline - self._clock.monotonic()
         if not link.write_lock.acquire(timeout=max(0.0, remaining)):
             raise ReplyTimeout(f"{self}: could not send {what} within {remaining:.3g}s")
         try:
             if link.reason is not None:
                 raise SwitchUnavailable(f"{self}: connection lost ({link.reason})")
-            link.pending.append(future)  # before writing: the reply may come at once
-            log.debug("%s: > %s", self.name, _redact(data))
+            link.pending.extend(futures)  # before writing: the replies may come at once
+            if log.isEnabledFor(logging.DEBUG):
+                for data, _, _ in requests:
+                    log.debug("%s: > %s", self.name, _redact(data))
+            data = requests[0][0] if len(requests) == 1 else b"".join(r[0] for r in requests)
             try:
                 with gevent.Timeout(max(0.0, deadline - self._clock.monotonic()),
                                     _WriteStalled):
-                    link.sock.sendall(data)
+                    _send_all(link.sock, data)
             except _WriteStalled:
                 self._drop(link, f"sending {what} stalled")
                 raise ReplyTimeout(f"{self}: could not send {what} in time") from None
@@ -570,7 +623,8 @@ class EslConnection(greenswitch.InboundESL):
                 raise SwitchUnavailable(f"{self}: sending {what} failed: {exc}") from None
         finally:
             link.write_lock.release()
-        return PendingReply(self, link, future, what, deadline, interpret)
+        return [PendingReply(self, link, future, w, deadline, interpret)
+                for future, (_, w, interpret) in zip(futures, requests, strict=True)]
 
     def _command_on(self, link: _Link, data: bytes, deadline: float) -> str:
         what = _redact(data)
@@ -598,6 +652,20 @@ class EslConnection(greenswitch.InboundESL):
 
         return self._submit(self._current(), commands.api(command), command, deadline,
                             interpret)
+
+    def api_many(self, api_commands: Sequence[str],
+                 timeout: float | None = None) -> list[PendingReply[str]]:
+        """Start several `api` commands with one write (one syscall, one lock); FreeSWITCH
+        runs them in order. Each result() gives its output or raises CommandFailed."""
+        deadline = self._clock.monotonic() + (timeout or self._command_timeout)
+        check = _expect(ApiResponse, str(self))
+
+        def interpreter(command: str) -> Callable[[Reply], str]:
+            return lambda reply: commands.check_reply(check(reply).body, command)
+
+        return self._submit_all(
+            self._current(), [(commands.api(c), c, interpreter(c)) for c in api_commands],
+            deadline)
 
     def api(self, command: str, timeout: float | None = None) -> str:
         """Run `api <command>` and return its output; -ERR/-USAGE raise CommandFailed

@@ -25,6 +25,8 @@ _SEP = b": "
 _NL = 10  # b"\n"[0]
 # How FreeSWITCH heads every event frame: parsed by one regex call on the hot path.
 _EVENT_HEAD = re.compile(rb"Content-Length: (\d{1,15})\nContent-Type: ([^\n]*)")
+# The same head with its blank line, matched in place at a frame's first byte.
+_EVENT_FRAME = re.compile(rb"Content-Length: (\d{1,15})\nContent-Type: ([^\n]{0,255})\n\n")
 
 
 class Frame(NamedTuple):
@@ -46,6 +48,9 @@ class Frame(NamedTuple):
     def content_type(self) -> str:
         value = self.header(CONTENT_TYPE)
         return "" if value is None else value.decode("latin-1")
+
+
+_new_frame = tuple.__new__  # Frame(...) without NamedTuple's Python-level __new__
 
 
 class FrameParser:
@@ -87,6 +92,20 @@ class FrameParser:
             raise FrameError(
                 f"stream already failed: {self._failure}", self._failure.offset, []
             )
+        if not self._buf and self._pending is None and type(data) is bytes:
+            # the usual chunk under light load: exactly one whole event frame
+            head = _EVENT_FRAME.match(data)
+            if head is not None:
+                size = head[1]
+                start = head.end()
+                length = int(size)
+                if start + length == len(data) and length <= self._max_body:
+                    offset = self._base
+                    self._base = offset + start + length
+                    self._scan = 0
+                    return [_new_frame(Frame, (
+                        ((CONTENT_LENGTH, size), (CONTENT_TYPE, head[2])), data[start:],
+                        offset))]
         # Whole frames usually arrive in one chunk: parse the chunk itself and keep
         # only an incomplete tail, instead of copying everything through the buffer.
         buffered = bool(self._buf)
@@ -117,8 +136,23 @@ class FrameParser:
         pos = 0
         end = len(buf)
         pending = self._pending
+        match_frame = _EVENT_FRAME.match
         while True:
             if pending is None:
+                # fast path: an event head and its whole body are here
+                head = match_frame(buf, pos)
+                if head is not None:
+                    size = head[1]
+                    length = int(size)
+                    start = head.end()
+                    if start + length <= end and length <= self._max_body:
+                        frames.append(_new_frame(Frame, (
+                            ((CONTENT_LENGTH, size), (CONTENT_TYPE, head[2])),
+                            bytes(buf[start : start + length]), self._base + pos)))
+                        pos = start + length
+                        if pos == end:
+                            return pos
+                        continue
                 while pos < end and buf[pos] == _NL:  # tolerate blank lines between frames
                     pos += 1
                 blank = buf.find(b"\n\n", pos if pos > self._scan else self._scan)

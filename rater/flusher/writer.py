@@ -1,9 +1,17 @@
 """Writes decoded outbox rows to PostgreSQL in one transaction per batch, idempotently.
 
-Each table's rows are COPied (binary, exact types) into a temporary staging table, then moved
-with `INSERT … SELECT … ON CONFLICT DO NOTHING` on the row's id, so a replayed entry adds
-nothing. Package usage rows that were really inserted add their seconds to their order's
-`used_seconds` when the order is still in that period. Dead letters go in the same transaction.
+The usual batch has never been written: its rows are COPied (binary, exact types) straight
+into their tables, and the package usage they carry is added to each order's `used_seconds`.
+A replayed entry (a flusher that died after its commit, a lost acknowledgement, claimed
+entries) makes that COPY fail on a unique key; the transaction is then rolled back and the
+batch written the careful way: COPY into temporary staging tables, then `INSERT … SELECT …
+ON CONFLICT DO NOTHING` on each row's id, so what is already there adds nothing, and only
+usage rows really inserted count against their order. Batches with notifications take the
+careful way too (they are rare). Dead letters go in the same transaction.
+
+Timestamps go over the wire as int8: the binary form of timestamptz is the number of
+microseconds since 2000-01-01 UTC, so `usec - PG_EPOCH_USEC` is exact (no float, no
+datetime object per value).
 """
 
 from __future__ import annotations
@@ -98,6 +106,46 @@ _INSERT_DEAD = """
     VALUES (%s, %s, %s, %s, %s) ON CONFLICT (stream, entry_id) DO NOTHING"""
 
 TABLES = ("cdrs", "charges", "usage", "ledger", "notifications")
+
+# Unix epoch -> PostgreSQL epoch (2000-01-01 UTC), in microseconds.
+PG_EPOCH_USEC = 946_684_800_000_000
+
+# COPY straight into the tables: (table, columns, binary types, rows of an EntryRows -> rows).
+_DIRECT = {
+    "cdrs": ("cdrs (uuid, account, direction, caller, destination, node, created_at, "
+             "answered_at, hangup_at, billed_seconds, hangup_cause, settlement, total_cost, "
+             "recorded_at)",
+             ["text"] * 6 + ["int8"] * 3 + ["int4", "text", "text", "int8", "int8"]),
+    "charges": ("cdr_charges (cdr_uuid, level, account, rate_group, prefix, price_per_min, "
+                "charged_seconds, free_seconds, cost)", _STAGING["charges"][1]),
+    "usage": ("package_usage (cdr_uuid, order_id, account, period_no, seconds)",
+              _STAGING["usage"][1]),
+    "ledger": ("ledger_entries (id, account, amount, kind, ref, created_at)",
+               ["text", "text", "int8", "text", "text", "int8"]),
+}
+
+_LOCK_ORDER_IDS = "SELECT 1 FROM orders WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
+_ADD_USAGE = """
+    UPDATE orders o SET used_seconds = o.used_seconds + u.seconds
+    FROM unnest(%s::text[], %s::int4[], %s::int8[]) AS u(order_id, period_no, seconds)
+    WHERE o.id = u.order_id AND o.period_no = u.period_no"""
+
+
+def _pg_time(usec: int) -> int | None:
+    """A nullable event time (0: never) as timestamptz's binary value."""
+    return usec - PG_EPOCH_USEC if usec > 0 else None
+
+
+def _cdr_row(r: tuple) -> tuple:
+    return (*r[:6], _pg_time(r[6]), _pg_time(r[7]), _pg_time(r[8]), r[9], r[10], r[11], r[12],
+            r[13] - PG_EPOCH_USEC)
+
+
+def _ledger_row(r: tuple) -> tuple:
+    return (r[0], r[1], r[2], r[3], r[4], r[5] - PG_EPOCH_USEC)
+
+
+_DIRECT_ROW = {"cdrs": _cdr_row, "charges": None, "usage": None, "ledger": _ledger_row}
 _YIELD_EVERY = 500   # entries copied between two turns given to other greenlets
 
 
@@ -137,6 +185,7 @@ class BatchWriter:
         self._connect = connect
         self._conn: psycopg.Connection | None = None
         self.consumer = consumer
+        self.replayed_batches = 0  # batches that had to take the staging path
 
     def write(self, entries: Sequence[EntryRows], dead: Sequence[DeadLetter] = ()) -> WriteResult:
         """Make the rows of `entries` and the dead letters durable in one transaction.
@@ -196,6 +245,34 @@ class BatchWriter:
     def _write(
         self, conn: psycopg.Connection, entries: Sequence[EntryRows], dead: Sequence[DeadLetter]
     ) -> WriteResult:
+        """Write everything in the current transaction (not committed here)."""
+        if not any(e.notifications for e in entries):
+            try:
+                return self._write_direct(conn, entries, dead)
+            except psycopg.errors.UniqueViolation:
+                conn.rollback()  # some entry is already there: the careful way, from scratch
+                self.replayed_batches += 1
+        return self._write_staged(conn, entries, dead)
+
+    def _write_direct(
+        self, conn: psycopg.Connection, entries: Sequence[EntryRows], dead: Sequence[DeadLetter]
+    ) -> WriteResult:
+        staged = dict.fromkeys(TABLES, 0)
+        result = WriteResult(staged, staged)  # everything offered is inserted, or it raises
+        with conn.cursor() as cur:
+            for table in ("cdrs", "charges", "usage", "ledger"):
+                staged[table] = _copy_direct(cur, table, entries)
+            if staged["usage"]:
+                result.orders_updated = _add_usage(cur, entries)
+            if dead:
+                cur.executemany(_INSERT_DEAD, [(d.stream, d.entry_id, d.raw, d.error,
+                                                self.consumer) for d in dead])
+                result.dead_letters = len(dead)
+        return result
+
+    def _write_staged(
+        self, conn: psycopg.Connection, entries: Sequence[EntryRows], dead: Sequence[DeadLetter]
+    ) -> WriteResult:
         staged = dict.fromkeys(TABLES, 0)
         inserted = dict.fromkeys(TABLES, 0)
         result = WriteResult(staged, inserted)
@@ -245,6 +322,44 @@ def _copy(cur: psycopg.Cursor, table: str, entries: Sequence[EntryRows]) -> int:
             for row in getattr(e, table):
                 write(row)
     return n
+
+
+def _copy_direct(cur: psycopg.Cursor, table: str, entries: Sequence[EntryRows]) -> int:
+    n = 0
+    for e in entries:
+        n += len(getattr(e, table))
+    if n == 0:
+        return 0
+    target, types = _DIRECT[table]
+    convert = _DIRECT_ROW[table]
+    with cur.copy(f"COPY {target} FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(types)
+        write = copy.write_row
+        for i, e in enumerate(entries):
+            if i % _YIELD_EVERY == _YIELD_EVERY - 1:
+                time.sleep(0)     # gevent.sleep(0) once monkey-patched: let others run
+            rows = getattr(e, table)
+            if convert is None:
+                for row in rows:
+                    write(row)
+            else:
+                for row in rows:
+                    write(convert(row))
+    return n
+
+
+def _add_usage(cur: psycopg.Cursor, entries: Sequence[EntryRows]) -> int:
+    """Add the batch's package seconds to their orders (still in that period); all usage
+    rows were just inserted. Orders are locked in id order, so flushers never deadlock."""
+    total: dict[tuple[str, int], int] = {}
+    for e in entries:
+        for _uuid, order, _account, period, seconds in e.usage:
+            total[order, period] = total.get((order, period), 0) + seconds
+    keys = sorted(total)
+    orders = [k[0] for k in keys]
+    cur.execute(_LOCK_ORDER_IDS, (orders,))
+    cur.execute(_ADD_USAGE, (orders, [k[1] for k in keys], [total[k] for k in keys]))
+    return cur.rowcount
 
 
 def _pg_message(exc: BaseException) -> str:

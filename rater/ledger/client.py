@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from rater.clock import Clock, SystemClock
 from rater.errors import LedgerError
@@ -139,17 +141,34 @@ class Ledger:
         self.leg_ttl = leg_ttl_seconds
         self.clock = clock or SystemClock()
         self._scripts = register_scripts(client)
+        self._calls = _Calls(client)
+        self._shared: dict[Any, Any] = {}  # tag -> (outbox, live); (tag, account) -> key
 
     # --- legs -----------------------------------------------------------------------
 
     def leg_keys(self, uuid: str, plan: LegPlan) -> list[str]:
-        """KEYS of every leg script: leg, outbox, live set, accounts, buckets."""
+        """KEYS of every leg script: leg, outbox, live set, accounts, buckets. Only the
+        leg's own key is new: the others are shared by every leg that uses them (a live
+        leg keeps its keys, so copies would cost ~300 bytes a leg)."""
         tag = plan.tag
-        keys = [self.keys.leg(tag, uuid), self.keys.outbox(tag), self.keys.live(tag)]
-        keys.extend(self.keys.account(tag, lv.account) for lv in plan.levels)
+        shared = self._shared.get(tag)
+        if shared is None:
+            shared = self._share(tag, (self.keys.outbox(tag), self.keys.live(tag)))
+        keys = [self.keys.leg(tag, uuid), *shared]
         for lv in plan.levels:
-            keys.extend(self.keys.bucket(tag, b.order_id) for b in lv.buckets)
+            key = self._shared.get((tag, lv.account))
+            keys.append(key if key is not None else
+                        self._share((tag, lv.account), self.keys.account(tag, lv.account)))
+        for lv in plan.levels:
+            for b in lv.buckets:
+                keys.append(self.keys.bucket(tag, b.order_id))
         return keys
+
+    def _share(self, what: Any, value: Any) -> Any:
+        if len(self._shared) >= 100_000:  # bounded: accounts that place calls are fewer
+            self._shared.clear()
+        self._shared[what] = value
+        return value
 
     def stored_leg_keys(self, tag: str, uuid: str) -> list[str] | None:
         """The KEYS recorded at authorization (for a daemon that restarted)."""
@@ -297,14 +316,76 @@ class Ledger:
     # --- internals ----------------------------------------------------------------------
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> str:
+        script = self._scripts[name]
         try:
-            result = self._scripts[name](keys=list(keys), args=list(args))
+            try:
+                result = self._calls.call("EVALSHA", script.sha, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:  # a restarted Redis, or SCRIPT FLUSH
+                script.sha = self.redis.script_load(script.script)
+                result = self._calls.call("EVALSHA", script.sha, len(keys), *keys, *args)
         except redis.ResponseError as exc:
             raise LedgerError(f"ledger script {name} failed: {exc}") from exc
         return _text(result)
 
     def _now_usec(self) -> int:
         return int(self.clock.now() * 1_000_000)
+
+
+class _Calls:
+    """Commands on connections of `client`'s pool, kept by the ledger between calls.
+
+    redis-py's per-command path (take a connection from the pool, check it is clean, record
+    observability data, release it) costs about as much CPU as the command's own round trip;
+    the ledger runs several scripts per call, so it keeps the connections it took in a LIFO
+    list instead (up to half the pool; more are given back). A connection that fails, or is
+    interrupted mid-command (a timeout, a killed greenlet), is disconnected before reuse, so
+    no reply can be read by the wrong caller. Connection errors and timeouts are retried
+    with the pool's Retry policy: every ledger script is idempotent by operation id.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._pool = client.connection_pool
+        self._idle: list[Any] = []
+        self._keep = max(1, getattr(self._pool, "max_connections", 2) // 2)
+        self._retry = client.get_retry() or Retry(NoBackoff(), 0)
+
+    def call(self, *args: Any) -> Any:
+        return self._retry.call_with_retry(lambda: self._once(args), _no_op)
+
+    def _once(self, args: tuple) -> Any:
+        conn = self._idle.pop() if self._idle else self._pool.get_connection()
+        try:
+            send = getattr(conn, "send_packed_bytes", None)
+            if send is not None and _pack is not None:
+                send(_pack(args))
+            else:
+                conn.send_packed_command(conn.pack_command(*args), check_health=False)
+            reply = conn.read_response()
+        except redis.ResponseError:
+            self._put(conn)  # the whole reply was read: the connection is clean
+            raise
+        except BaseException:
+            conn.disconnect()  # state unknown: reconnect on next use
+            self._put(conn)
+            raise
+        self._put(conn)
+        return reply
+
+    def _put(self, conn: Any) -> None:
+        if len(self._idle) < self._keep:
+            self._idle.append(conn)
+        else:
+            self._pool.release(conn)
+
+
+try:  # hiredis packs in C what redis-py packs in Python (same bytes for str, int, bytes)
+    from hiredis import pack_command as _pack
+except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
+    _pack = None
+
+
+def _no_op(_error: Exception) -> None:
+    pass
 
 
 def _text(value: Any) -> str:

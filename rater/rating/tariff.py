@@ -36,10 +36,29 @@ class Tariff:
         _check_int("init_inc", self.init_inc, minimum=1)
         _check_int("inc", self.inc, minimum=1)
 
+    @classmethod
+    def trusted(cls, price_per_min_micros: int, connect_fee_micros: int, included_seconds: int,
+                init_inc: int, inc: int, markup_bp: int) -> Tariff:
+        """A Tariff from values already validated (a loaded rating snapshot's columns),
+        built without `__post_init__`'s checks: the lookup path builds one per distinct
+        rate, and validating costs more than the rest of the lookup."""
+        t = _new_tariff(cls)
+        _set(t, "price_per_min_micros", price_per_min_micros)
+        _set(t, "connect_fee_micros", connect_fee_micros)
+        _set(t, "included_seconds", included_seconds)
+        _set(t, "init_inc", init_inc)
+        _set(t, "inc", inc)
+        _set(t, "markup_bp", markup_bp)
+        return t
+
     @property
     def costs_nothing(self) -> bool:
         """True when no duration of this tariff can cost money."""
         return self.price_per_min_micros == 0 and self.connect_fee_micros == 0
+
+
+_new_tariff = object.__new__
+_set = object.__setattr__  # what a frozen dataclass's own __init__ uses
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import gevent
 import gevent.event
@@ -19,6 +19,22 @@ if TYPE_CHECKING:
 
 # (min, max) seconds drawn uniformly, or a function of the generator's Random
 TalkSeconds = tuple[float, float] | Callable[[random.Random], float]
+
+
+class CallRecord(NamedTuple):
+    """One finished call of a load run (times in µs since the epoch, 0 when it did not
+    happen), kept when the generator is asked to `record` (benchmarks check every call)."""
+
+    uuid: str
+    account: str | None
+    destination: str
+    parked_us: int       # CHANNEL_PARK fired
+    transferred_us: int  # the rater's uuid_transfer arrived
+    answered_us: int
+    hangup_us: int
+    billmsec: int
+    cause: str
+    hangup_by: str
 
 
 @dataclass
@@ -48,7 +64,7 @@ class LoadGenerator:
                  duration: float | None = None, destinations: Sequence[str] = ("15557650000",),
                  accounts: Sequence[str | None] = (None,), talk_seconds: TalkSeconds = (1.0, 5.0),
                  answer_ratio: float = 1.0, answer_after: tuple[float, float] = (0.05, 0.3),
-                 direction: str = "outbound", seed: int = 0) -> None:
+                 direction: str = "outbound", seed: int = 0, record: bool = False) -> None:
         if cps <= 0:
             raise ValueError("cps must be positive")
         if count is None and duration is None:
@@ -68,6 +84,11 @@ class LoadGenerator:
         self.rng = random.Random(seed)
         self.counters = LoadCounters()
         self.uuids: deque[str] = deque(maxlen=sim.history)  # placement order
+        # every finished call, in completion order (`record`: memory grows with the run)
+        self.records: list[CallRecord] | None = [] if record else None
+        self.started_at: float | None = None   # time.time() of the first call
+        self.placing_ended_at: float | None = None
+        self.started_cpu = 0.0  # time.process_time() at the first call
         self._stop = gevent.event.Event()
         self._all_done = gevent.event.Event()
         self._placing_done = False
@@ -114,6 +135,8 @@ class LoadGenerator:
 
     def _run(self) -> None:
         start = time.monotonic()
+        self.started_at = time.time()
+        self.started_cpu = time.process_time()
         placed = 0
         try:
             while not self._stop.is_set():
@@ -132,6 +155,7 @@ class LoadGenerator:
                 self.place_one()
                 placed += 1
         finally:
+            self.placing_ended_at = time.time()
             self._placing_done = True
             self._check_done()
 
@@ -146,6 +170,11 @@ class LoadGenerator:
             c.rejected += 1
         else:
             c.abandoned += 1
+        if self.records is not None:
+            self.records.append(CallRecord(
+                channel.uuid, channel.account, channel.destination, channel.progress_us,
+                channel.transferred_us, channel.answered_us, channel.hangup_us,
+                channel.billmsec, channel.cause or "", channel.hangup_by or ""))
         self._check_done()
 
     def _check_done(self) -> None:

@@ -65,10 +65,10 @@ def command_reply(text: str, job_uuid: str | None = None) -> bytes:
 
 
 def api_response(body: str) -> bytes:
-    """`api/response`: Content-Type first, then Content-Length, then the body."""
+    """`api/response`: Content-Type first, then Content-Length, then the body (what
+    build_frame gives for these headers, without its checks: one per api command)."""
     raw = body.encode()
-    return build_frame(
-        [("Content-Type", "api/response"), ("Content-Length", str(len(raw)))], raw)
+    return b"Content-Type: api/response\nContent-Length: %d\n\n%s" % (len(raw), raw)
 
 
 def disconnect_notice(body: str) -> bytes:
@@ -99,6 +99,14 @@ class _Close:
 
     def __init__(self, reset: bool = False) -> None:
         self.reset = reset
+
+
+def _send_all(sock: socket.socket, data: bytes) -> None:
+    """sendall() with send(): gevent's sendall asks the kernel for the socket's buffer size
+    on every call."""
+    view = memoryview(data)
+    while view:
+        view = view[sock.send(view):]
 
 
 class Connection:
@@ -243,7 +251,7 @@ class Connection:
                         break
                     batch.append(item)
                 if batch:
-                    self.sock.sendall(b"".join(batch))
+                    _send_all(self.sock, batch[0] if len(batch) == 1 else b"".join(batch))
                 if closing is not None:
                     self._close_socket(closing.reset)
                     return

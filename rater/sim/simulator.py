@@ -19,7 +19,7 @@ import gevent.event
 from rater.sim import captured
 from rater.sim.api import Api, uptime_text
 from rater.sim.bus import Event, StreamFaults, StreamRule, deliver
-from rater.sim.channel import CallState, Channel, now_us
+from rater.sim.channel import CallState, Channel, new_uuid, now_us
 from rater.sim.faults import MALFORMED, WithholdRule
 from rater.sim.load import LoadGenerator, TalkSeconds
 from rater.sim.scheduler import HangupTask, Scheduler
@@ -176,7 +176,7 @@ class Simulator:
             dialplan_vars["accountcode"] = account
         dialplan_vars.update(variables or {})
         channel = Channel(
-            sim=self, uuid=uuid or str(uuidlib.uuid4()), destination=destination,
+            sim=self, uuid=uuid or new_uuid(), destination=destination,
             account=account, direction=direction,
             caller=caller or f"1555{next(self._callers) % 10_000_000:07d}",
             answer_after=answer_after, duration=duration, answer=answer,
@@ -368,12 +368,13 @@ class Simulator:
                  accounts: Sequence[str | None] = (None,),
                  talk_seconds: TalkSeconds = (1.0, 5.0), answer_ratio: float = 1.0,
                  answer_after: tuple[float, float] = (0.05, 0.3),
-                 direction: str = "outbound", seed: int = 0) -> LoadGenerator:
+                 direction: str = "outbound", seed: int = 0,
+                 record: bool = False) -> LoadGenerator:
         """Start a load generator greenlet placing `cps` calls per second (see LoadGenerator)."""
         generator = LoadGenerator(
             self, cps, count=count, duration=duration, destinations=destinations,
             accounts=accounts, talk_seconds=talk_seconds, answer_ratio=answer_ratio,
-            answer_after=answer_after, direction=direction, seed=seed,
+            answer_after=answer_after, direction=direction, seed=seed, record=record,
         )
         return generator.start()
 

@@ -156,15 +156,27 @@ def _memo_put(memo: dict[Any, str], key: Any, value: str) -> str:
 
 
 def plain_lines(lines: Sequence[tuple[str, str]]) -> str:
-    """`Name: value\n` lines, url-encoded (memoized per tuple of lines)."""
+    """`Name: value\n` lines, url-encoded (memoized per tuple of lines: first by the
+    tuple's identity, which a channel's cached variables keep between its events and
+    which costs no hashing of every line, then by value)."""
     if not lines:
         return ""
+    known = _PLAIN_LINES_BY_ID.get(id(lines))
+    if known is not None and known[0] is lines:
+        return known[1]
     key = lines if isinstance(lines, tuple) else tuple(lines)
     text = _PLAIN_LINES_MEMO.get(key)
     if text is None:
         text = _memo_put(_PLAIN_LINES_MEMO, key,
                          "".join(f"{n}: {url_encode(v)}\n" for n, v in key))
+    if key is lines:  # the entry holds the tuple, so its id cannot be reused meanwhile
+        if len(_PLAIN_LINES_BY_ID) > 8192:
+            _PLAIN_LINES_BY_ID.clear()
+        _PLAIN_LINES_BY_ID[id(lines)] = (lines, text)
     return text
+
+
+_PLAIN_LINES_BY_ID: dict[int, tuple[tuple[tuple[str, str], ...], str]] = {}
 
 
 def json_lines(lines: Sequence[tuple[str, str]]) -> str:
@@ -181,6 +193,8 @@ def json_lines(lines: Sequence[tuple[str, str]]) -> str:
 
 def url_encode(value: str) -> str:
     """Encode a header value the way FreeSWITCH serializes plain events."""
+    if value.isalnum() and value.isascii():  # digits and letters never need it (callers)
+        return value
     encoded = _URL_MEMO.get(value)
     if encoded is not None:
         return encoded
@@ -245,6 +259,18 @@ def gmt_date(epoch: int) -> str:
 
 def rfc2822_date(epoch: int) -> str:
     """`Mon, 23 Nov 2026 17:19:50 +0000`: variable_RFC2822_DATE (local time)."""
+    text = _RFC2822.get(epoch)
+    if text is None:
+        if len(_RFC2822) > 256:
+            _RFC2822.clear()
+        text = _RFC2822[epoch] = _rfc2822_date(epoch)
+    return text
+
+
+_RFC2822: dict[int, str] = {}
+
+
+def _rfc2822_date(epoch: int) -> str:
     t = time.localtime(epoch)
     off = t.tm_gmtoff // 60
     sign = "+" if off >= 0 else "-"
