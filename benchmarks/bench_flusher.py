@@ -24,14 +24,15 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, world
+
+import _common
 import psycopg
 import redis
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import CpuMeter
 
 from loader.migrate import migrate
 from rater.config import FlusherConfig, mask_url
-from rater.embedded import EmbeddedServers
 from rater.flusher import Flusher
 from rater.ledger.keys import KeySpace
 
@@ -105,13 +106,15 @@ def flush_worker(redis_url: str, db_url: str, prefix: str, batch: int, name: str
     f.outbox.ensure_groups()
     ready.wait()
     started = time.perf_counter()
+    cpu = time.process_time()
     f.flush_all()
     out.put((name, time.perf_counter() - started, f.stats.entries, f.stats.cdrs,
-             sum(f.stats.rows.values())))
+             sum(f.stats.rows.values()), time.process_time() - cpu))
     f.close()
 
 
-def run_bench(redis_url: str, db_url: str, legs: int, batch: int, flushers: int) -> None:
+def run_bench(srv: _common.Servers, legs: int, batch: int, flushers: int) -> dict:
+    redis_url, db_url = srv.redis_url, srv.database_url
     run = f"b{os.getpid()}x{int(time.time()) % 100000}"
     prefix = f"bench{run}"
     ks = KeySpace(prefix, SHARDS)
@@ -146,9 +149,11 @@ def run_bench(redis_url: str, db_url: str, legs: int, batch: int, flushers: int)
     procs = [ctx.Process(target=flush_worker, args=(redis_url, db_url, prefix, batch,
                                                     f"bench-{i}", ready, out))
              for i in range(flushers)]
+    meter = CpuMeter({"postgres": srv.postgres_pid, "redis": srv.redis_pid}).start()
     for p in procs:
         p.start()
     results = [out.get(timeout=3600) for _ in procs]
+    meter.stop()
     for p in procs:
         p.join()
     wall = max(r[1] for r in results)
@@ -159,20 +164,37 @@ def run_bench(redis_url: str, db_url: str, legs: int, batch: int, flushers: int)
     with psycopg.connect(db_url) as conn:
         in_db = conn.execute("SELECT count(*) FROM cdrs WHERE uuid LIKE %s",
                              (f"{run}-%",)).fetchone()[0]
+    python_cpu = sum(r[5] for r in results)
+    result = {
+        "legs": legs, "batch_size": batch, "flushers": flushers, "seconds": round(wall, 2),
+        "cdrs_per_second": round(cdrs / wall), "rows_per_second": round(rows / wall),
+        "rows_per_cdr": round(rows / max(cdrs, 1), 2),
+        "python_us_per_cdr": round(1e6 * python_cpu / max(cdrs, 1), 1),
+        "postgres_us_per_cdr": round(1e6 * meter.used.get("postgres", float("nan"))
+                                     / max(cdrs, 1), 1),
+        "redis_us_per_cdr": round(1e6 * meter.used.get("redis", float("nan")) / max(cdrs, 1),
+                                  1),
+    }
     print(f"flushed {entries} entries with {flushers} flusher(s), batch {batch}: "
           f"{cdrs} CDRs, {rows} rows in {wall:.2f} s")
     print(f"  {cdrs / wall:,.0f} CDR rows/s   {rows / wall:,.0f} rows/s (all tables)")
+    print(f"  CPU per CDR: flusher (Python) {result['python_us_per_cdr']} us, PostgreSQL "
+          f"{result['postgres_us_per_cdr']} us, Redis {result['redis_us_per_cdr']} us")
     assert left == 0 and in_db == legs, (left, in_db)
 
     for s in ks.outboxes():
         client.delete(s)
     with psycopg.connect(db_url) as conn:
+        # no cascade from cdrs (loader/migrations/0005_perf.sql): children first
+        conn.execute("DELETE FROM cdr_charges WHERE cdr_uuid LIKE %s", (f"{run}-%",))
+        conn.execute("DELETE FROM package_usage WHERE cdr_uuid LIKE %s", (f"{run}-%",))
         conn.execute("DELETE FROM cdrs WHERE uuid LIKE %s", (f"{run}-%",))
         conn.execute("DELETE FROM ledger_entries WHERE ref LIKE %s", (f"{run}-%",))
         conn.execute("DELETE FROM orders WHERE id LIKE %s", (f"{run}-%",))
         conn.execute("DELETE FROM products WHERE name = %s", (f"{run}-pkg",))
         conn.execute("DELETE FROM accounts WHERE rate_group_id = %s", (rg,))
         conn.execute("DELETE FROM rate_groups WHERE id = %s", (rg,))
+    return result
 
 
 def main() -> None:
@@ -180,15 +202,19 @@ def main() -> None:
     ap.add_argument("--legs", type=int, default=200_000)
     ap.add_argument("--batch-size", type=int, default=5000)
     ap.add_argument("--flushers", type=int, default=1, help="flusher processes at once")
+    ap.add_argument("--repeats", type=int, default=1, help="runs; the median one is reported")
+    ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    db_url = os.environ.get("RATER_BENCH_DATABASE_URL")
-    redis_url = os.environ.get("RATER_BENCH_REDIS_URL")
-    if db_url and redis_url:
-        run_bench(redis_url, db_url, args.legs, args.batch_size, args.flushers)
-        return
-    with EmbeddedServers() as servers:
-        run_bench(redis_url or servers.redis.url, db_url or servers.postgres.url,
-                  args.legs, args.batch_size, args.flushers)
+    with _common.servers() as srv:
+        runs = [run_bench(srv, args.legs, args.batch_size, args.flushers)
+                for _ in range(args.repeats)]
+    runs.sort(key=lambda r: r["cdrs_per_second"])
+    result = {**runs[len(runs) // 2], "runs_cdrs_per_second": [r["cdrs_per_second"] for r in runs]}
+    if args.repeats > 1:
+        print(f"median of {args.repeats} runs: {result['cdrs_per_second']:,} CDR rows/s "
+              f"(runs: {result['runs_cdrs_per_second']})")
+    if args.json:
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,28 @@
+"""The benchmark suite's smoke run: every stage starts, runs a little and checks itself."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_the_benchmark_suite_runs_quick(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run_all.py"), "--quick", "--json", str(out)],
+        capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "FAILED" not in proc.stdout
+    for stage in ("ESL parse", "Lookup", "Ledger", "Flusher", "End to end", "ASTPP-style",
+                  "Concurrency"):
+        assert stage in proc.stdout, stage
+    results = json.loads(out.read_text())["results"]
+    for stage in ("e2e", "concurrency"):  # every call checked: CDRs, balances, reconcile
+        assert results[stage]["check"]["ok"], results[stage]["check"]
