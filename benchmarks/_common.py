@@ -38,14 +38,21 @@ class Servers:
     embedded: bool = False
 
 
+def _pid(name: str) -> int | None:
+    value = os.environ.get(name, "")
+    return int(value) if value.isdigit() else None
+
+
 @contextlib.contextmanager
 def servers() -> Iterator[Servers]:
     """Private servers (rater.embedded) unless RATER_BENCH_REDIS_URL and
-    RATER_BENCH_DATABASE_URL are both set (then those must be scratch servers)."""
+    RATER_BENCH_DATABASE_URL are both set (then those must be scratch servers; their
+    server pids, for CPU figures, may come in RATER_BENCH_REDIS_PID / _POSTGRES_PID)."""
     db_url = os.environ.get("RATER_BENCH_DATABASE_URL")
     redis_url = os.environ.get("RATER_BENCH_REDIS_URL")
     if db_url and redis_url:
-        yield Servers(redis_url, db_url)
+        yield Servers(redis_url, db_url, _pid("RATER_BENCH_REDIS_PID"),
+                      _pid("RATER_BENCH_POSTGRES_PID"))
         return
     from rater.embedded import EmbeddedServers
 

@@ -29,6 +29,8 @@ HERE = Path(__file__).resolve().parent
 
 # stage -> (script, full-run arguments, --quick arguments)
 STAGES: dict[str, tuple[str, list[str], list[str]]] = {
+    "ratedeck": ("bench_ratedeck_import.py", ["--rows", "1000000", "--repeats", "3"],
+                 ["--rows", "20000"]),
     "esl": ("bench_esl_parse.py", ["--repeats", "7"], ["--repeats", "1"]),
     "lookup": ("bench_lookup.py", ["--distinct", "--repeats", "5"],
                ["--distinct", "--prefixes", "60000", "--repeats", "1"]),
@@ -64,6 +66,12 @@ def run_stage(name: str, quick: bool, env: dict[str, str]) -> dict:
 def table(results: dict[str, dict]) -> list[str]:
     """One line per figure: stage, figure, value, goal."""
     rows: list[tuple[str, str, str, str]] = []
+    r = results.get("ratedeck")
+    if r and "error" not in r:
+        for label, seconds in r["pass_seconds"].items():
+            rows.append(("Rate deck", f"import {r['rows']:,} rows, {label}",
+                         f"{seconds:.1f} s ({r['rows'] / seconds:,.0f} rows/s)",
+                         "< 60 s" if label.startswith("fresh") else ""))
     r = results.get("esl")
     if r and "error" not in r:
         for label in ("daemon", "fields", "all"):
@@ -164,6 +172,9 @@ def main() -> int:
     with _common.servers() as srv:
         env["RATER_BENCH_REDIS_URL"] = srv.redis_url
         env["RATER_BENCH_DATABASE_URL"] = srv.database_url
+        for name, pid in (("REDIS", srv.redis_pid), ("POSTGRES", srv.postgres_pid)):
+            if pid:
+                env[f"RATER_BENCH_{name}_PID"] = str(pid)
         for name in args.only:
             print(f"[{time.strftime('%H:%M:%S')}] {name} ...", file=sys.stderr, flush=True)
             results[name] = run_stage(name, args.quick, env)

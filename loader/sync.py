@@ -35,6 +35,7 @@ import redis as redis_lib
 
 from loader.adjustments import apply_adjustments
 from loader.db import connect
+from rater.backoff import Backoff
 from rater.config import Config, mask_url
 from rater.errors import ConfigError, DatabaseUnavailable, RaterError
 from rater.ledger.client import Ledger
@@ -260,20 +261,6 @@ def _stop_on_sigterm() -> threading.Event:
     return stop
 
 
-class Backoff:
-    """Delays between reconnection attempts: doubling from `first` up to `cap`."""
-
-    def __init__(self, first: float = 0.5, cap: float = 10.0) -> None:
-        self.first, self.cap, self.delay = first, cap, first
-
-    def next(self) -> float:
-        delay, self.delay = self.delay, min(self.delay * 2, self.cap)
-        return delay
-
-    def reset(self) -> None:
-        self.delay = self.first
-
-
 def watch_loop(
     cfg: Config, rds: redis_lib.Redis, emit: Callable[[SyncResult], None],
     stop: threading.Event, force: bool = False, debounce: float = 0.2,
@@ -286,7 +273,7 @@ def watch_loop(
     seconds the version is compared anyway, a safety net for a lost notification. Failures
     of PostgreSQL or Redis are logged and retried with backoff; nothing else is caught.
     """
-    backoff = backoff or Backoff()
+    backoff = backoff or Backoff(0.5, 10.0)
     while not stop.is_set():
         try:
             with connect(cfg, autocommit=True) as listener:
@@ -312,7 +299,7 @@ def watch_loop(
                             emit(result)
                         last = time.monotonic()
         except (DatabaseUnavailable, RedisUnavailable, psycopg.OperationalError) as exc:
-            delay = backoff.next()
+            delay = backoff.next_delay()
             log.warning("sync failed, retrying in %.1f s: %s", delay, exc)
             stop.wait(delay)
 

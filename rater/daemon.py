@@ -94,7 +94,8 @@ class Daemon:
     def _node_connected(self, link: NodeLink) -> None:
         self.metrics.esl_connected.labels(link.name).set(1)
         channels = link.live_channels(ADOPTION_TIMEOUT)
-        reconcile_node(self.handler, link.name, channels)
+        reconcile_node(self.handler, link.name, channels,
+                       lambda uuid: link.answered_usec(uuid, ADOPTION_TIMEOUT))
 
     # --- life cycle -------------------------------------------------------------------------
 

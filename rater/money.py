@@ -46,3 +46,9 @@ def parse_percent_bp(text: str | int, where: str = "percent") -> int:
     if not value.is_finite() or bp != bp.to_integral_value():
         raise MoneyFormatError(f"{where}: {text!r} has more than 2 decimals")
     return int(bp)
+
+
+def div_half_up(numerator: int, denominator: int) -> int:
+    """``numerator / denominator`` rounded half-up to an integer, exactly (numerator >= 0,
+    denominator > 0): the one rounding rule of every charge, price and refund."""
+    return (2 * numerator + denominator) // (2 * denominator)

@@ -20,8 +20,8 @@ def test_the_benchmark_suite_runs_quick(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "FAILED" not in proc.stdout
-    for stage in ("ESL parse", "Lookup", "Ledger", "Flusher", "End to end", "ASTPP-style",
-                  "Concurrency"):
+    for stage in ("Rate deck", "ESL parse", "Lookup", "Ledger", "Flusher", "End to end",
+                  "ASTPP-style", "Concurrency"):
         assert stage in proc.stdout, stage
     results = json.loads(out.read_text())["results"]
     for stage in ("e2e", "concurrency"):  # every call checked: CDRs, balances, reconcile

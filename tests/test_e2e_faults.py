@@ -117,6 +117,43 @@ def test_a_restarted_daemon_adopts_live_calls(world):
     assert world.balance(P1) == 1_000_000 - 90_000
 
 
+def test_a_call_answered_while_the_daemon_was_down_is_reserved_for_after_restart(world):
+    uuid = world.call(P1, UK, answer_after=1.0, duration=8.2)
+    wait_until(lambda: world.daemon.handler.legs.get(uuid) is not None
+               and world.daemon.handler.legs.get(uuid).leg.state.name == "ADMITTED",
+               what="admission")
+    world.daemon.stop()          # its CHANNEL_ANSWER goes to nobody
+    wait_until(lambda: answered(world, uuid), what="answer")
+    world.daemon = Daemon(world.cfg)
+    world.daemon.start()
+    # the node's answer time is asked for, so reservations resume while the call runs
+    wait_until(lambda: world.daemon.handler.legs.get(uuid) is not None
+               and world.daemon.handler.legs.get(uuid).leg.granted > 0
+               and world.sim.call(uuid).hangup_us == 0, what="a reservation during the call")
+    world.wait(uuid, timeout=30)
+    world.settle()
+    doc = world.cdr(uuid)
+    assert (doc["cdr"]["billed_seconds"], doc["cdr"]["settlement"]) == (9, "final")
+    assert world.balance(P1) == 1_000_000 - 90_000
+
+
+def test_a_reconnected_daemon_learns_an_answer_it_missed(world):
+    uuid = world.call(P1, UK, answer_after=1.0, duration=6.2)
+    wait_until(lambda: world.daemon.handler.legs.get(uuid) is not None
+               and world.daemon.handler.legs.get(uuid).leg.state.name == "ADMITTED",
+               what="admission")
+    world.sim.lose_events(1, ["CHANNEL_ANSWER"], uuid)
+    wait_until(lambda: answered(world, uuid), what="answer")
+    world.sim.drop_connections()  # the daemon reconnects and reconciles with the node
+    wait_until(lambda: world.daemon.handler.legs.get(uuid) is not None
+               and world.daemon.handler.legs.get(uuid).leg.granted > 0
+               and world.sim.call(uuid).hangup_us == 0, what="a reservation during the call")
+    world.wait(uuid, timeout=30)
+    world.settle()
+    assert world.cdr(uuid)["cdr"]["billed_seconds"] == 7
+    assert world.balance(P1) == 1_000_000 - 70_000
+
+
 def test_two_freeswitch_nodes_share_one_account(cfg, database_url):
     with running_world(cfg, database_url, nodes=2) as world:
         a = world.sims[0].place_call(P1, UK, duration=2.2)

@@ -6,6 +6,7 @@ import pytest
 
 from rater.errors import CommandFailed, NoSuchChannel
 from rater.esl import commands as c
+from rater.esl.frames import FrameParser
 from tests.esl_fake_server import capture_bytes
 
 UUID = "95e969b6-20b8-4b2b-a000-77c0db2c882b"
@@ -111,3 +112,18 @@ def test_reply_interpretation():
     with pytest.raises(CommandFailed, match="command not found"):
         c.check_reply("-ERR command not found", "bogus_esl_command")
     assert issubclass(NoSuchChannel, CommandFailed)
+
+
+def test_answer_time_read_from_a_captured_uuid_dump():
+    assert c.uuid_dump("95e969b6-20b8-4b2b-a000-77c0db2c882b") == (
+        "uuid_dump 95e969b6-20b8-4b2b-a000-77c0db2c882b")
+    assert b"api uuid_dump 95e969b6-20b8-4b2b-a000-77c0db2c882b\n\n" in capture_bytes(
+        "esl_plain_full", "out")
+    replies = [f for f in FrameParser().feed(capture_bytes("esl_plain_full"))
+               if f.content_type == "api/response" and b"uuid_dump_function" in f.body]
+    assert len(replies) == 1
+    text = replies[0].body.decode()
+    assert c.dump_header(text, "Caller-Channel-Answered-Time") == "1795454332870123"
+    assert c.dump_header(text, "Caller-Orig-Caller-ID-Name") == "Alice"
+    assert c.dump_header(text, "Caller-Caller-ID-Name") == "Outbound Call"  # URL-decoded
+    assert c.dump_header(text, "No-Such-Header") is None

@@ -13,6 +13,7 @@ import pytest
 from gevent.event import Event
 from gevent.queue import Queue
 
+from rater.backoff import Backoff
 from rater.clock import FixedClock
 from rater.errors import (
     AuthenticationFailed,
@@ -22,7 +23,7 @@ from rater.errors import (
     SwitchUnavailable,
 )
 from rater.esl import commands
-from rater.esl.connection import Backoff, EslConnection, State
+from rater.esl.connection import EslConnection, State
 from rater.esl.dispatch import KeyedDispatcher
 from rater.esl.events import ChannelEvent, CommandReply, event_frame, parse_frame
 from rater.esl.frames import FrameParser
@@ -447,10 +448,10 @@ def test_send_keeps_greenswitch_signature_with_a_deadline(switch):
 # --- backoff, without sleeping -----------------------------------------------------------
 
 def test_backoff_grows_caps_and_jitters():
-    backoff = Backoff(initial=0.5, maximum=4.0, factor=2.0, jitter=0.2, rand=lambda: 0.5)
+    backoff = Backoff(initial=0.5, maximum=4.0, factor=2.0, jitter=0.2, random=lambda: 0.5)
     assert [backoff.next_delay() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-    low = Backoff(initial=1.0, jitter=0.2, rand=lambda: 0.0)
-    high = Backoff(initial=1.0, jitter=0.2, rand=lambda: 1.0)
+    low = Backoff(initial=1.0, maximum=30.0, jitter=0.2, random=lambda: 0.0)
+    high = Backoff(initial=1.0, maximum=30.0, jitter=0.2, random=lambda: 1.0)
     assert low.next_delay() == pytest.approx(0.8)
     assert high.next_delay() == pytest.approx(1.2)
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from rater.calls.handler import SwitchEvent
 from rater.config import FreeSwitchNode
-from rater.errors import SwitchUnavailable
+from rater.errors import NoSuchChannel, SwitchUnavailable
 from rater.esl import commands
 from rater.esl.connection import EslConnection
 from rater.esl.events import ChannelEvent, EventName
@@ -130,3 +130,13 @@ class NodeLink:
         text = self.commands.api(commands.show_channels_json(), timeout=timeout)
         doc = json.loads(text or "{}")
         return {row["uuid"] for row in doc.get("rows", []) if row.get("uuid")}
+
+    def answered_usec(self, uuid: str, timeout: float) -> int:
+        """When the channel was answered (epoch µs), 0 if not yet or if it is gone: for a
+        leg whose CHANNEL_ANSWER may have been lost while the daemon could not see it."""
+        try:
+            text = self.commands.api(commands.uuid_dump(uuid), timeout=timeout)
+        except NoSuchChannel:
+            return 0
+        value = commands.dump_header(text, "Caller-Channel-Answered-Time") or "0"
+        return int(value) if value.isdigit() else 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from urllib.parse import unquote
 
 from rater.errors import CommandFailed, NoSuchChannel
 from rater.esl.events import EventFormat, Header
@@ -174,6 +175,20 @@ def sched_del(uuid: str) -> str:
 
 def show_channels_json() -> str:
     return "show channels as json"
+
+
+def uuid_dump(uuid: str) -> str:
+    """The channel's event headers, plain text (Caller-Channel-Answered-Time among them)."""
+    return f"uuid_dump {_token(uuid, 'uuid')}"
+
+
+def dump_header(text: str, name: str) -> str | None:
+    """One header's value from a plain `uuid_dump` reply (values are URL-encoded)."""
+    prefix = f"{name}: "
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return unquote(line[len(prefix):])
+    return None
 
 
 # --- replies --------------------------------------------------------------------------------

@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
-import random
 import socket
 import uuid
 from collections import deque
@@ -41,6 +40,7 @@ import greenswitch
 from gevent.event import AsyncResult, Event
 from gevent.lock import Semaphore
 
+from rater.backoff import Backoff
 from rater.clock import Clock, SystemClock
 from rater.errors import (
     AuthenticationFailed,
@@ -82,51 +82,6 @@ class State(enum.Enum):
     READY = "ready"
     DISCONNECTED = "disconnected"  # lost, or an attempt failed; run() backs off and retries
     STOPPED = "stopped"  # stop() was called; final
-
-
-class Backoff:
-    """Delays between reconnection attempts: `initial * factor**n`, capped at `maximum`,
-    each spread by ±`jitter` (a fraction). The attempt count starts over once a
-    connection has stayed up for `stable_after` seconds, so a flapping switch keeps
-    backing off. The clock and the random source are injected (tests need no sleep)."""
-
-    def __init__(
-        self,
-        initial: float = 0.5,
-        maximum: float = 30.0,
-        factor: float = 2.0,
-        jitter: float = 0.2,
-        stable_after: float = 60.0,
-        *,
-        clock: Clock | None = None,
-        rand: Callable[[], float] = random.random,
-    ) -> None:
-        if not (0 < initial <= maximum and factor >= 1 and 0 <= jitter < 1):
-            raise ValueError("backoff needs 0 < initial <= maximum, factor >= 1, 0 <= jitter < 1")
-        self.initial = initial
-        self.maximum = maximum
-        self.factor = factor
-        self.jitter = jitter
-        self.stable_after = stable_after
-        self._clock = clock or SystemClock()
-        self._rand = rand
-        self._attempt = 0
-        self._up_since: float | None = None
-
-    def connected(self) -> None:
-        """A connection is up: if it lasts `stable_after`, the next delay is `initial`."""
-        self._up_since = self._clock.monotonic()
-
-    def next_delay(self) -> float:
-        """Seconds to wait before the next attempt."""
-        if self._up_since is not None:
-            if self._clock.monotonic() - self._up_since >= self.stable_after:
-                self._attempt = 0
-            self._up_since = None
-        base = min(self.maximum, self.initial * self.factor ** self._attempt)
-        self._attempt += 1
-        spread = 1.0 + self.jitter * (2.0 * self._rand() - 1.0)
-        return min(self.maximum, base * spread)
 
 
 class PendingReply(Generic[T]):
@@ -293,7 +248,8 @@ class EslConnection(greenswitch.InboundESL):
         self._command_timeout = command_timeout
         self._liveness = liveness_timeout
         self._clock = clock or SystemClock()
-        self._backoff = backoff or Backoff(clock=self._clock)
+        self._backoff = backoff or Backoff(
+            0.5, 30.0, jitter=0.2, stable_after=60.0, clock=self._clock)
         self._on_connected = on_connected
         self._wanted = frozenset(self._events)
         names = self._subscribed_names()

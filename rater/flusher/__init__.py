@@ -3,11 +3,10 @@
     outbox.py   the consumer group on every shard's stream: read, claim, acknowledge, lag
     decode.py   an entry's JSON -> typed rows, validated (MalformedEntry names the field)
     writer.py   one PostgreSQL transaction per batch: COPY to staging, INSERT … ON CONFLICT
-    backoff.py  retry delays, computed (the caller waits)
     flusher.py  the loop tying them together
 """
 
-from rater.flusher.backoff import Backoff
+from rater.backoff import Backoff
 from rater.flusher.decode import EntryRows, MalformedEntry, decode_entry
 from rater.flusher.flusher import Flusher, FlusherStats, StopSignal
 from rater.flusher.outbox import GROUP, Outbox, OutboxEntry

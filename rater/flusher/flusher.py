@@ -19,10 +19,10 @@ from typing import Protocol
 import psycopg
 import redis
 
+from rater.backoff import Backoff
 from rater.clock import Clock, SystemClock
 from rater.config import FlusherConfig
 from rater.errors import DatabaseUnavailable
-from rater.flusher.backoff import Backoff
 from rater.flusher.decode import EntryRows, MalformedEntry, decode_fields
 from rater.flusher.outbox import Outbox, OutboxEntry
 from rater.flusher.writer import TABLES, BatchWriter, DeadLetter, RowsRejected, WriteResult

@@ -26,6 +26,7 @@ from rater.clock import Clock, SystemClock
 from rater.errors import LedgerError
 from rater.ledger.keys import KeySpace
 from rater.ledger.scripts import register_scripts
+from rater.money import div_half_up
 from rater.rating.chain import LegPlan
 from rater.rating.tariff import Tariff, paid_cost_parts
 
@@ -123,7 +124,7 @@ class BucketState:
 
 def effective_price_per_min(t: Tariff) -> int:
     """Price per minute after markup, half-up to the micro (recorded on CDR charges)."""
-    return (t.price_per_min_micros * (10_000 + t.markup_bp) * 2 + 10_000) // 20_000
+    return div_half_up(t.price_per_min_micros * (10_000 + t.markup_bp), 10_000)
 
 
 class Ledger:

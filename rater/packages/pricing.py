@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from rater.money import div_half_up
+
 ADMIN = "admin"
 BP_PER_UNIT = 10_000
 
@@ -99,8 +101,7 @@ def _check_amount(name: str, value: object) -> None:
 
 def _less_commission(amount: int, commission_bp: int) -> int:
     """``amount * (1 - commission_bp/10000)``, rounded half-up to the micro-unit."""
-    num = amount * (BP_PER_UNIT - commission_bp)
-    return (2 * num + BP_PER_UNIT) // (2 * BP_PER_UNIT)
+    return div_half_up(amount * (BP_PER_UNIT - commission_bp), BP_PER_UNIT)
 
 
 def chain_charges(product: Product, chain: Sequence[ChainLevel]) -> list[LevelCharge]:

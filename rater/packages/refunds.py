@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from fractions import Fraction
 
+from rater.money import div_half_up
+
 _DAY = timedelta(days=1)
 
 
@@ -84,7 +86,7 @@ def refund_micros(amount_paid_micros: int, used: Fraction) -> int:
     if not 0 <= used <= 1:
         raise ValueError(f"used: must be within [0, 1], got {used}")
     exact = amount_paid_micros * (1 - Fraction(used))
-    return (2 * exact.numerator + exact.denominator) // (2 * exact.denominator)
+    return div_half_up(exact.numerator, exact.denominator)
 
 
 def early_termination_refund(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rater.money import div_half_up
+
 BP_PER_UNIT = 10_000
 SECONDS_PER_MINUTE = 60
 # paid_cost = price * (10000 + markup_bp) * seconds / PAID_COST_DEN, rounded half-up.
@@ -103,7 +105,7 @@ def paid_cost(t: Tariff, paid_seconds: int) -> int:
     the charge for seconds ``a..b`` is ``paid_cost(t, b) - paid_cost(t, a)``.
     """
     _check_int("paid_seconds", paid_seconds, minimum=0)
-    return (2 * _paid_cost_num(t) * paid_seconds + PAID_COST_DEN) // (2 * PAID_COST_DEN)
+    return div_half_up(_paid_cost_num(t) * paid_seconds, PAID_COST_DEN)
 
 
 def paid_cost_parts(t: Tariff) -> tuple[int, int, int]:
