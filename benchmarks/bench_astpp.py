@@ -243,10 +243,9 @@ def main() -> int:
     args = ap.parse_args()
     if args.client:
         return client_main(args.esl_port, args.db, args.pool)
-    workdir = Path(tempfile.mkdtemp(prefix="rater-astpp-"))
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    with servers() as srv:
-        r = run(srv, args, workdir)
+    with tempfile.TemporaryDirectory(prefix="rater-astpp-") as tmp, servers() as srv:
+        r = run(srv, args, Path(tmp))
     if args.json:
         print(json.dumps(r))
         return 0

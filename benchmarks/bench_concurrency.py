@@ -141,9 +141,8 @@ def main() -> int:
     ap.add_argument("--deck", type=int, default=20_000)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="rater-conc-"))
-    with servers() as srv:
-        r = run(srv, args, workdir)
+    with tempfile.TemporaryDirectory(prefix="rater-conc-") as tmp, servers() as srv:
+        r = run(srv, args, Path(tmp))
     if args.json:
         print(json.dumps(r))
         return 0 if r["check"]["ok"] else 1

@@ -31,6 +31,7 @@ import argparse
 import collections
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -447,7 +448,12 @@ def repeated(srv: _common.Servers, args: argparse.Namespace, cps: float,
     runs = []
     for _ in range(repeats):
         workdir = Path(tempfile.mkdtemp(prefix="rater-e2e-"))
-        runs.append(run_load(srv, argparse.Namespace(**{**vars(args), "cps": cps}), workdir))
+        try:
+            runs.append(run_load(srv, argparse.Namespace(**{**vars(args), "cps": cps}),
+                                 workdir))
+        finally:
+            if not args.keep:
+                shutil.rmtree(workdir, ignore_errors=True)
         if not args.json:
             print_result(runs[-1])
             if args.keep:

@@ -1,6 +1,6 @@
 """The benchmark suite: every stage, one table.
 
-    .venv/bin/python benchmarks/run_all.py            # the full suite (about 25 minutes)
+    .venv/bin/python benchmarks/run_all.py            # the full suite (about 40 minutes)
     .venv/bin/python benchmarks/run_all.py --quick    # a smoke run of every stage (~1 min)
     .venv/bin/python benchmarks/run_all.py --only esl lookup --json results.json
 
@@ -39,13 +39,14 @@ STAGES: dict[str, tuple[str, list[str], list[str]]] = {
     "flusher": ("bench_flusher.py", ["--legs", "200000", "--flushers", "1", "--repeats", "3"],
                 ["--legs", "3000", "--repeats", "1"]),
     "e2e": ("bench_e2e.py", ["--cps", "1000", "--duration", "60", "--repeats", "3",
-                             "--flusher", "separate", "--ramp", "700", "800", "900"],
+                             "--flusher", "separate",
+                             "--ramp", "300", "400", "500", "600", "700", "800"],
             ["--cps", "50", "--duration", "3", "--accounts", "100", "--deck", "500",
              "--flusher", "separate"]),
     "concurrency": ("bench_concurrency.py", ["--legs", "50000", "--cps", "1000", "--hold", "65"],
                     ["--legs", "200", "--cps", "200", "--hold", "2", "--debit-interval", "2",
                      "--reserve-ahead", "1", "--accounts", "100", "--deck", "500"]),
-    "astpp": ("bench_astpp.py", ["--cps", "50", "100", "125", "150", "200", "--duration", "30"],
+    "astpp": ("bench_astpp.py", ["--cps", "25", "50", "75", "100", "150", "--duration", "30"],
               ["--cps", "20", "--duration", "3", "--accounts", "100", "--deck", "500"]),
 }
 
