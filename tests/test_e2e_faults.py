@@ -31,6 +31,20 @@ def answered(world, uuid: str) -> bool:
     return world.sim.call(uuid).answered_us != 0
 
 
+def wait_admitted(world, uuid: str) -> None:
+    """Until the daemon has admitted the leg (authorized, not answered yet)."""
+    wait_until(lambda: world.daemon.handler.legs.get(uuid) is not None
+               and world.daemon.handler.legs.get(uuid).leg.state.name == "ADMITTED",
+               what="admission")
+
+
+def wait_reserved_while_up(world, uuid: str) -> None:
+    """Until the daemon holds a reservation for the leg while its call is still up."""
+    wait_until(lambda: world.daemon.handler.legs.get(uuid) is not None
+               and world.daemon.handler.legs.get(uuid).leg.granted > 0
+               and world.sim.call(uuid).hangup_us == 0, what="a reservation during the call")
+
+
 def test_duplicate_events_bill_once(world):
     world.sim.duplicate_events(count=None)
     uuid = world.call(P1, UK, duration=3.2)
@@ -119,17 +133,13 @@ def test_a_restarted_daemon_adopts_live_calls(world):
 
 def test_a_call_answered_while_the_daemon_was_down_is_reserved_for_after_restart(world):
     uuid = world.call(P1, UK, answer_after=1.0, duration=8.2)
-    wait_until(lambda: world.daemon.handler.legs.get(uuid) is not None
-               and world.daemon.handler.legs.get(uuid).leg.state.name == "ADMITTED",
-               what="admission")
+    wait_admitted(world, uuid)
     world.daemon.stop()          # its CHANNEL_ANSWER goes to nobody
     wait_until(lambda: answered(world, uuid), what="answer")
     world.daemon = Daemon(world.cfg)
     world.daemon.start()
     # the node's answer time is asked for, so reservations resume while the call runs
-    wait_until(lambda: world.daemon.handler.legs.get(uuid) is not None
-               and world.daemon.handler.legs.get(uuid).leg.granted > 0
-               and world.sim.call(uuid).hangup_us == 0, what="a reservation during the call")
+    wait_reserved_while_up(world, uuid)
     world.wait(uuid, timeout=30)
     world.settle()
     doc = world.cdr(uuid)
@@ -139,15 +149,11 @@ def test_a_call_answered_while_the_daemon_was_down_is_reserved_for_after_restart
 
 def test_a_reconnected_daemon_learns_an_answer_it_missed(world):
     uuid = world.call(P1, UK, answer_after=1.0, duration=6.2)
-    wait_until(lambda: world.daemon.handler.legs.get(uuid) is not None
-               and world.daemon.handler.legs.get(uuid).leg.state.name == "ADMITTED",
-               what="admission")
+    wait_admitted(world, uuid)
     world.sim.lose_events(1, ["CHANNEL_ANSWER"], uuid)
     wait_until(lambda: answered(world, uuid), what="answer")
     world.sim.drop_connections()  # the daemon reconnects and reconciles with the node
-    wait_until(lambda: world.daemon.handler.legs.get(uuid) is not None
-               and world.daemon.handler.legs.get(uuid).leg.granted > 0
-               and world.sim.call(uuid).hangup_us == 0, what="a reservation during the call")
+    wait_reserved_while_up(world, uuid)
     world.wait(uuid, timeout=30)
     world.settle()
     assert world.cdr(uuid)["cdr"]["billed_seconds"] == 7
