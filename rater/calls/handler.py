@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import gevent
 import redis
 
+from rater.backoff import Backoff
 from rater.calls import leg as L
 from rater.calls.registry import LegRegistry, LiveLeg
 from rater.clock import Clock, SystemClock
@@ -254,10 +255,9 @@ class CallHandler:
         return True
 
     def _commit_until_done(self, uuid: str, live: LiveLeg, c: L.Commit) -> None:
-        delay = 0.2
+        backoff = Backoff(0.2, 5.0, jitter=0.0, clock=self.clock)
         while not self._try_commit(uuid, live, c):
-            gevent.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            gevent.sleep(backoff.next_delay())
 
     def wait_for_commits(self, timeout: float) -> bool:
         """Wait (up to `timeout`) for commits still being retried; True when none is left."""

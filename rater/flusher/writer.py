@@ -261,7 +261,7 @@ class BatchWriter:
         result = WriteResult(staged, staged)  # everything offered is inserted, or it raises
         with conn.cursor() as cur:
             for table in ("cdrs", "charges", "usage", "ledger"):
-                staged[table] = _copy_direct(cur, table, entries)
+                staged[table] = _copy(cur, table, entries, direct=True)
             if staged["usage"]:
                 result.orders_updated = _add_usage(cur, entries)
             if dead:
@@ -307,31 +307,19 @@ class BatchWriter:
             return False
 
 
-def _copy(cur: psycopg.Cursor, table: str, entries: Sequence[EntryRows]) -> int:
+def _copy(cur: psycopg.Cursor, table: str, entries: Sequence[EntryRows], *,
+          direct: bool = False) -> int:
+    """COPY every entry's `table` rows into its staging table, or with `direct` straight
+    into the target table (converted where the two layouts differ); returns the count."""
     n = 0
     for e in entries:
         n += len(getattr(e, table))
     if n == 0:
         return 0
-    with cur.copy(f"COPY flush_{table} FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(_STAGING[table][1])
-        write = copy.write_row
-        for i, e in enumerate(entries):
-            if i % _YIELD_EVERY == _YIELD_EVERY - 1:
-                time.sleep(0)     # gevent.sleep(0) once monkey-patched: let others run
-            for row in getattr(e, table):
-                write(row)
-    return n
-
-
-def _copy_direct(cur: psycopg.Cursor, table: str, entries: Sequence[EntryRows]) -> int:
-    n = 0
-    for e in entries:
-        n += len(getattr(e, table))
-    if n == 0:
-        return 0
-    target, types = _DIRECT[table]
-    convert = _DIRECT_ROW[table]
+    if direct:
+        (target, types), convert = _DIRECT[table], _DIRECT_ROW[table]
+    else:
+        target, types, convert = f"flush_{table}", _STAGING[table][1], None
     with cur.copy(f"COPY {target} FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(types)
         write = copy.write_row
