@@ -3,12 +3,15 @@ replies, a daemon restart. Amounts from tests/e2e_world.py (retail = 10000 micro
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from urllib.parse import urlsplit
 
 import pytest
 
 from rater.daemon import Daemon
 from tests.e2e_world import P1, UK, running_world
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.slow
 
@@ -158,6 +161,29 @@ def test_a_reconnected_daemon_learns_an_answer_it_missed(world):
     world.settle()
     assert world.cdr(uuid)["cdr"]["billed_seconds"] == 7
     assert world.balance(P1) == 1_000_000 - 70_000
+
+
+def test_a_commit_during_a_redis_outage_lands_once_redis_is_back(cfg, database_url):
+    parts = urlsplit(cfg.redis.url)
+    with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 6379) as proxy:
+        proxied = dataclasses.replace(
+            cfg, redis=dataclasses.replace(cfg.redis, url=proxy.url_for(cfg.redis.url)))
+        with running_world(proxied, database_url) as world:
+            # 1.2 s of talk inside the first 2 s chunk: no reservation falls in the outage
+            uuid = world.call(P1, UK, duration=1.2)
+            wait_reserved_while_up(world, uuid)
+            proxy.cut()
+            world.wait(uuid)
+            # the commit fails and is retried in the background
+            wait_until(lambda: world.daemon.handler._pending_commits, what="a commit retried")
+            time.sleep(1.0)
+            proxy.restore()
+            assert world.daemon.handler.wait_for_commits(30)
+            world.settle()
+            # 1.2 s billed as 2 s at 10000 micros/s, once
+            assert world.cdr(uuid)["cdr"]["billed_seconds"] == 2
+            assert world.balance(P1) == 1_000_000 - 20_000
+            assert world.pg_balance(P1) == world.balance(P1)
 
 
 def test_two_freeswitch_nodes_share_one_account(cfg, database_url):
