@@ -6,7 +6,12 @@ import argparse
 import json
 import sys
 
-from rater.commands.common import add_config_argument, add_json_argument, config_from
+from rater.commands.common import (
+    add_config_argument,
+    add_json_argument,
+    add_now_argument,
+    config_from,
+)
 from rater.errors import RaterError
 
 
@@ -21,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import", help="import a dataset file (all of it or nothing)")
     add_config_argument(p)
     add_json_argument(p)
+    add_now_argument(p)
     p.add_argument("file", help="dataset JSON file (see spec/dataset.md)")
     p.set_defaults(func=cmd_import)
 
@@ -59,7 +65,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     from loader.db import connect
 
     with connect(config_from(args)) as conn:
-        summary = import_dataset_file(conn, args.file)
+        summary = import_dataset_file(conn, args.file, now=args.now)
     _report(args, summary)
     return 0
 

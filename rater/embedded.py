@@ -119,6 +119,16 @@ def find_postgres_bin() -> Path:
     )
 
 
+def _server_env() -> dict[str, str]:
+    """The environment for a server: ours without a faked clock.
+
+    The any-date check (README, Development) runs the test process under libfaketime; the
+    servers it starts keep real time, as they would beside a daemon whose clock is wrong.
+    """
+    faked = ("LD_PRELOAD", "FAKETIME", "DONT_FAKE_MONOTONIC", "FAKETIME_NO_CACHE")
+    return {k: v for k, v in os.environ.items() if k not in faked}
+
+
 def _unprivileged_user() -> pwd.struct_passwd:
     for name in ("postgres", "nobody"):
         with contextlib.suppress(KeyError):
@@ -151,7 +161,7 @@ class RedisServer:
              "--appendonly", "no", "--dir", str(self.workdir), "--logfile", str(log),
              "--daemonize", "no", "--maxclients", "4000"],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_die_with_parent(signal.SIGTERM),
+            preexec_fn=_die_with_parent(signal.SIGTERM), env=_server_env(),
         )
         _wait_port(self.port, self.proc, "redis-server", log)
         return self
@@ -200,6 +210,7 @@ class PostgresServer:
                 [str(self.bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
                  "-E", "UTF8", "--no-locale", "--no-sync"],
                 capture_output=True, text=True, preexec_fn=self._preexec(), cwd=self.workdir,
+                env=_server_env(),
             )
             if result.returncode != 0:
                 raise EmbeddedServerError(f"initdb failed: {result.stderr.strip()[-800:]}")
@@ -211,7 +222,7 @@ class PostgresServer:
              "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
              "-c", "max_connections=200", "-c", "shared_buffers=128MB"],
             stdout=logf, stderr=subprocess.STDOUT, preexec_fn=self._preexec(),
-            start_new_session=True, cwd=self.workdir,
+            start_new_session=True, cwd=self.workdir, env=_server_env(),
         )
         logf.close()
         _wait_port(self.port, self.proc, "postgres", log)

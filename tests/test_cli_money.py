@@ -37,7 +37,7 @@ def run_json(capsys, *argv: str) -> dict:
 
 def test_quote_explains_each_level(example, capsys):
     q = run_json(capsys, "quote", "--account", "2000000001", "--destination", "447700900123",
-                 "--duration", "65")
+                 "--duration", "65", "--now", IMPORT_TIME.isoformat())
     assert (q["allowed"], q["reason"]) == (True, None)
     # customer: 30 package seconds + 0.98 / 0.08 per min = 735 paid -> 765 charged seconds;
     # 30 + floor((765 - 30) / 6) * 6 = 762 billed seconds
@@ -53,9 +53,21 @@ def test_quote_explains_each_level(example, capsys):
     assert (reseller["account"], reseller["cost_micros"]) == ("1000000001", 32_500)
 
 
+def test_quote_at_another_time_uses_that_times_packages(example, capsys):
+    # ord-1's period ends 2026-12-01: after it, no package seconds, all 66 s are paid
+    q = run_json(capsys, "quote", "--account", "2000000001", "--destination", "447700900123",
+                 "--duration", "65", "--now", "2026-12-02T00:00:00Z")
+    customer = q["levels"][0]
+    assert customer["packages"] == []
+    # 0.02 + 0.08 * 66/60 = 0.108
+    assert (customer["free_seconds"], customer["cost_micros"]) == (0, 108_000)
+    # 0.98 / 0.08 per min = 735 paid seconds; 30 + floor((735 - 30) / 6) * 6 = 732 billed
+    assert q["max_seconds"] == 732
+
+
 def test_quote_of_the_worked_example(example, capsys):
     q = run_json(capsys, "quote", "--account", "2000000004", "--destination", "447700900123",
-                 "--duration", "65")
+                 "--duration", "65", "--now", IMPORT_TIME.isoformat())
     # 0.10/min, connect 0.05, 30/6: 66 s -> 0.16; postpaid -5.00 with a 50.00 limit: capped
     assert [lv["cost_micros"] for lv in q["levels"]] == [160_000]
     assert q["max_seconds"] == 14_400
@@ -68,7 +80,8 @@ def test_quote_of_the_worked_example(example, capsys):
     ("2999999999", "447700900123", "unknown_account"),
 ])
 def test_quote_refusals(example, capsys, account, destination, reason):
-    q = run_json(capsys, "quote", "--account", account, "--destination", destination)
+    q = run_json(capsys, "quote", "--account", account, "--destination", destination,
+                 "--now", IMPORT_TIME.isoformat())
     assert (q["allowed"], q["reason"], q["max_seconds"]) == (False, reason, 0)
 
 

@@ -398,7 +398,8 @@ def test_bad_json_names_line_and_column(conn, tmp_path):
 def test_loader_import_cli(database_url, pg, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RATER_DATABASE_URL", database_url)  # the environment wins
     config = REPO / "config" / "rater.toml"
-    assert loader_main(["import", "--config", str(config), "--json", str(EXAMPLE)]) == 0
+    assert loader_main(["import", "--config", str(config), "--json", "--now", NOW.isoformat(),
+                        str(EXAMPLE)]) == 0
     assert json.loads(capsys.readouterr().out)["accounts"] == 9
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"acounts": []}))

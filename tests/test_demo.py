@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.faketime import libfaketime
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,10 +41,17 @@ def processes_using(path: str) -> list[str]:
     return found
 
 
-def test_demo_runs_and_its_summary_matches_postgres():
+def package_seconds_of_customers(output: str) -> int:
+    """The 'package seconds' figure of level 0 in the demo's summary."""
+    match = re.search(r"^\s+0\s+\d+\s+-?[\d.]+\s+(\d+)$", output, re.MULTILINE)
+    assert match, output
+    return int(match.group(1))
+
+
+def run_demo(env: dict[str, str] | None = None) -> str:
     proc = subprocess.run([*RATER, "demo", "--duration", "4", "--cps", "8",
                                    "--metrics-port", "0"],
-                          cwd=REPO, capture_output=True, text=True, timeout=240)
+                          cwd=REPO, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "summary (from PostgreSQL)" in out
@@ -52,6 +61,23 @@ def test_demo_runs_and_its_summary_matches_postgres():
     root = started_dir(out)
     assert processes_using(root) == []
     assert not Path(root).exists()
+    return out
+
+
+def test_demo_runs_and_its_summary_matches_postgres():
+    out = run_demo()
+    assert package_seconds_of_customers(out) > 0
+
+
+@pytest.mark.parametrize("shift", ["+365d", "+1000d"])
+def test_demo_uses_package_minutes_on_a_later_date(shift):
+    """The example dataset's orders are dated; import moves recurring ones to the current
+    period, so the demo still spends package seconds years later."""
+    lib = libfaketime()
+    if lib is None:
+        pytest.skip("libfaketime is not installed (apt install libfaketime); CI installs it")
+    env = {**os.environ, "LD_PRELOAD": lib, "FAKETIME": shift}
+    assert package_seconds_of_customers(run_demo(env)) > 0
 
 
 def test_ctrl_c_stops_the_demo_cleanly():

@@ -8,6 +8,7 @@ import time
 from rater.commands.common import (
     add_config_argument,
     add_json_argument,
+    add_now_argument,
     config_from,
     current_snapshot,
     open_ledger,
@@ -21,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quote", help="explain how a call would be rated now")
     add_config_argument(p)
     add_json_argument(p)
+    add_now_argument(p)
     p.add_argument("--account", help="account number (inbound: optional, found by DID)")
     p.add_argument("--destination", required=True, help="dialled number (inbound: the DID)")
     p.add_argument("--direction", choices=("outbound", "inbound"), default="outbound")
@@ -32,9 +34,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     client, ledger = open_ledger(cfg)
     snap = current_snapshot(client, ledger.keys)
+    now = time.time() if args.now is None else args.now.timestamp()
     q = quote(snap, ledger, account=args.account, destination=args.destination,
               direction=args.direction, duration=max(0, args.duration),
-              cap_seconds=cfg.rating.max_call_seconds, now_epoch=time.time())
+              cap_seconds=cfg.rating.max_call_seconds, now_epoch=now)
     if args.json:
         print_json(q.as_dict())
     else:
