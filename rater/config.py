@@ -105,6 +105,27 @@ class RatingConfig:
         "How long a finished leg's record (and its idempotency results) is kept in Redis.",
         default=86_400,
     )
+    channel_sync_interval: float = _doc(
+        "Seconds between checks of each node's channels against the live legs: a leg whose "
+        "channel is gone is settled, a parked channel nobody decided is decided.",
+        default=10.0,
+    )
+
+
+@dataclass(frozen=True)
+class SwitchRecordsConfig:
+    source: str = _doc(
+        "Where FreeSWITCH's own per-call records are: 'postgres' (mod_cdr_pg_csv writing "
+        "into `table` of the database, see config/freeswitch/cdr_pg_csv.conf.xml) or 'none'.",
+        default="postgres",
+    )
+    table: str = _doc("Table mod_cdr_pg_csv writes (created by `loader migrate`).",
+                      default="freeswitch_cdrs")
+    wait_seconds: float = _doc(
+        "How long a leg that ended unseen waits for its record before it is charged what "
+        "was reserved.",
+        default=120.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -156,6 +177,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
     renewal: RenewalConfig = field(default_factory=RenewalConfig)
+    switch_records: SwitchRecordsConfig = field(default_factory=SwitchRecordsConfig)
     currency: str = "USD"
 
     def describe(self) -> dict[str, Any]:
@@ -310,6 +332,12 @@ def validate(cfg: Config) -> None:
         need(cause.isupper() and cause.replace("_", "").isalnum(),
              f"rating.hangup_causes.{reason}", f"{cause!r} is not a FreeSWITCH hangup cause")
     need(r.leg_ttl_seconds >= 60, "rating.leg_ttl_seconds", "must be at least 60")
+    need(r.channel_sync_interval > 0, "rating.channel_sync_interval", "must be positive")
+    sr = cfg.switch_records
+    need(sr.source in ("postgres", "none"), "switch_records.source", "must be postgres or none")
+    need(sr.table.replace("_", "").isalnum() and not sr.table[:1].isdigit(),
+         "switch_records.table", "must be a plain SQL identifier (letters, digits, _)")
+    need(sr.wait_seconds >= 0, "switch_records.wait_seconds", "must be >= 0")
     f = cfg.flusher
     need(1 <= f.batch_size <= 100_000, "flusher.batch_size", "must be between 1 and 100000")
     need(f.block_ms >= 1, "flusher.block_ms", "must be positive")

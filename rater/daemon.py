@@ -21,12 +21,13 @@ import psycopg
 import redis
 
 from rater import sdnotify
-from rater.calls.adoption import reconcile_node
+from rater.calls.adoption import NodeCheck
 from rater.calls.handler import CallHandler
 from rater.calls.switch import NodeLink, switch_event
+from rater.calls.switch_records import NoSwitchRecords, PostgresSwitchRecords
 from rater.clock import Clock, SystemClock
 from rater.config import Config, mask_url
-from rater.errors import RaterError
+from rater.errors import RaterError, SwitchError
 from rater.esl.dispatch import KeyedDispatcher
 from rater.flusher.flusher import Flusher
 from rater.flusher.writer import postgres_connector
@@ -65,10 +66,18 @@ class Daemon:
         self.dispatcher: KeyedDispatcher[tuple[str, object]] = KeyedDispatcher(
             self._work, _first, max_workers=1024, name="calls")
         self.nodes = {n.name: NodeLink(n, self.dispatcher.submit, self._node_connected,
-                                       self.metrics) for n in cfg.freeswitch}
+                                       self.metrics, self.clock) for n in cfg.freeswitch}
+        self.records = (
+            PostgresSwitchRecords(cfg.database.url, cfg.switch_records.table,
+                                  cfg.database.connect_timeout)
+            if cfg.switch_records.source == "postgres" else NoSwitchRecords())
         self.handler = CallHandler(
             cfg, self.ledger, lambda: self.snapshots.current, self.nodes,
-            lambda uuid, event: self.dispatcher.submit((uuid, event)), self.metrics, self.clock)
+            lambda uuid, event: self.dispatcher.submit((uuid, event)), self.metrics, self.clock,
+            self.records)
+        self.checks = {name: NodeCheck(self.handler, link, ADOPTION_TIMEOUT,
+                                       busy=self.dispatcher.busy)
+                       for name, link in self.nodes.items()}
         self.flusher: Flusher | None = None
         if cfg.flusher.enabled:
             consumer = f"{socket.gethostname()}:{os.getpid()}:daemon"
@@ -93,9 +102,19 @@ class Daemon:
 
     def _node_connected(self, link: NodeLink) -> None:
         self.metrics.esl_connected.labels(link.name).set(1)
-        channels = link.live_channels(ADOPTION_TIMEOUT)
-        reconcile_node(self.handler, link.name, channels,
-                       lambda uuid: link.answered_usec(uuid, ADOPTION_TIMEOUT))
+        self.checks[link.name].run(after_connect=True)
+
+    def _channel_sync(self, stop: gevent.event.Event) -> None:
+        """Every rating.channel_sync_interval: each connected node's channels against
+        the legs rated on it (rater.calls.adoption)."""
+        while not stop.wait(self.cfg.rating.channel_sync_interval):
+            for name, link in self.nodes.items():
+                if not link.ready:
+                    continue  # its reconnection checks it
+                try:
+                    self.checks[name].run(after_connect=False)
+                except (SwitchError, ValueError) as exc:
+                    log.warning("node %s: channel check failed: %s", name, exc)
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -136,6 +155,7 @@ class Daemon:
         if self.cfg.renewal.enabled:
             sup.spawn("renewals", lambda: self._renewals(stop))
         sup.spawn("gauges", lambda: self._gauges(stop))
+        sup.spawn("channel-sync", lambda: self._channel_sync(stop))
         if self.cfg.metrics.enabled:
             self.status = StatusServer(self.cfg.metrics.host, self.cfg.metrics.port,
                                        self.metrics, self.health)
@@ -191,6 +211,7 @@ class Daemon:
             self.status.stop()
         if self.flusher is not None:
             self.flusher.close()
+        self.records.close()
         self.redis.close()
         log.info("rater stopped")
 

@@ -31,8 +31,13 @@ class Metrics:
             "rater_calls_cut_off", "Calls hung up by the rater because funds ran out.",
             registry=r)
         self.commits = Counter(
-            "rater_commits", "Legs settled, by settlement (final, unanswered, as_reserved).",
-            ["settlement"], registry=r)
+            "rater_commits", "Legs settled, by settlement (final, switch_record, unanswered, "
+            "as_reserved).", ["settlement"], registry=r)
+        self.channel_sync = Counter(
+            "rater_channel_sync", "What the check of the nodes' channels found and did: "
+            "gone (a leg whose channel ended unseen), parked (a parked channel nobody had "
+            "decided), readmit (an admit sent again), answered (a lost answer learned).",
+            ["found"], registry=r)
         self.charged = Counter(
             "rater_charged_micros", "Money charged on settled legs, in micro-units, by chain "
             "level (0 = customer).", ["level"], registry=r)

@@ -31,6 +31,7 @@ from loader.dataset import import_dataset
 from loader.sync import redis_client, sync_once
 from rater.config import Config, FreeSwitchNode
 from rater.daemon import Daemon
+from rater.sim.records import RecordWriter
 from rater.sim.simulator import Simulator
 
 P1, PP, C3, PK, IN, SH, CC = (
@@ -121,6 +122,15 @@ class World:
         raise TimeoutError(f"not settled: {len(self.daemon.handler.legs)} legs live, "
                            f"{self.daemon.flusher.lag()[0]} outbox entries")
 
+    def wait_cdr(self, uuid: str, timeout: float = 30) -> None:
+        """Wait until the CDR of `uuid` is in PostgreSQL, then until everything settled."""
+        deadline = time.monotonic() + timeout
+        while not self.sql("SELECT 1 FROM cdrs WHERE uuid = %s", uuid):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no CDR for {uuid}")
+            time.sleep(0.05)
+        self.settle(max(1.0, deadline - time.monotonic()))
+
     def sync(self) -> None:
         rds = redis_client(self.cfg)
         try:
@@ -160,11 +170,16 @@ class World:
 @contextmanager
 def running_world(cfg: Config, database_url: str, *, debit_interval: int = 2,
                   data: dict[str, Any] | None = None, event_format: str = "plain",
-                  password: str = "ClueCon", nodes: int = 1) -> Iterator[World]:
-    """Import the world, sync it, start the simulator and the daemon against it."""
+                  password: str = "ClueCon", nodes: int = 1, switch_records: bool = True,
+                  record_wait: float = 3.0, channel_sync: float = 1.0) -> Iterator[World]:
+    """Import the world, sync it, start the simulator and the daemon against it. With
+    `switch_records`, the simulator writes FreeSWITCH's per-call records (mod_cdr_pg_csv)
+    into the test database; `channel_sync` is the daemon's channel check interval."""
     with psycopg.connect(database_url) as conn:
         import_dataset(conn, data or dataset())
-    sims = [Simulator(password=password, heartbeat=20).start() for _ in range(nodes)]
+    writer = RecordWriter(database_url) if switch_records else None
+    sims = [Simulator(password=password, heartbeat=20, record_writer=writer).start()
+            for _ in range(nodes)]
     sim = sims[0]
     cfg = dataclasses.replace(
         cfg,
@@ -173,7 +188,9 @@ def running_world(cfg: Config, database_url: str, *, debit_interval: int = 2,
                            event_format=event_format, command_timeout=5.0)
             for i, s in enumerate(sims)),
         rating=dataclasses.replace(cfg.rating, debit_interval=debit_interval,
-                                   reserve_ahead=min(0.5, debit_interval / 2)),
+                                   reserve_ahead=min(0.5, debit_interval / 2),
+                                   channel_sync_interval=channel_sync),
+        switch_records=dataclasses.replace(cfg.switch_records, wait_seconds=record_wait),
         flusher=dataclasses.replace(cfg.flusher, block_ms=50),
         metrics=dataclasses.replace(cfg.metrics, port=0),
         renewal=dataclasses.replace(cfg.renewal, enabled=False),
@@ -194,6 +211,8 @@ def running_world(cfg: Config, database_url: str, *, debit_interval: int = 2,
         world.daemon.stop()
         for s in sims:
             s.close()
+        if writer is not None:
+            writer.close()
 
 
 def repo_file(*parts: str) -> Path:

@@ -7,6 +7,7 @@ a call that talks 3.2 s is billed 4 s.
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -26,8 +27,14 @@ def test_plain_prepaid_call(world):
     uuid = world.call(P1, UK, duration=3.2)
     ch = world.wait(uuid)
     assert ch.cause == "NORMAL_CLEARING"
-    assert [c for _, c in ch.commands if c.startswith("uuid_transfer")] == [
-        f"uuid_transfer {uuid} {UK} XML rated"]
+    # one command: the safety net and variables, then the transfer (1.00 at 10000/s = 100 s;
+    # the net at 101 s)
+    assert [c for _, c in ch.commands if c.startswith("uuid_")] == [
+        f"uuid_transfer {uuid} 'set:rater_max_seconds=100,set:rater_account={P1},"
+        f"set:execute_on_answer=sched_hangup +101 ALLOTTED_TIMEOUT,"
+        f"transfer:{UK} XML rated' inline"]
+    assert ch.transfers[-1] == (UK, "XML", "rated")
+    assert ch.executed_on_answer == ["sched_hangup +101 ALLOTTED_TIMEOUT"]
     world.settle()
     # 4 s billed at 10000/s = 40000
     assert world.balance(P1) == 1_000_000 - 40_000
@@ -164,3 +171,31 @@ def test_rate_change_applies_to_calls_authorized_after_the_reload(world):
     assert world.cdr(before)["cdr"]["total_cost"] == 70_000
     assert world.cdr(after)["cdr"]["total_cost"] == 60_000
     assert world.balance(P1) == 1_000_000 - 130_000
+
+
+def test_a_call_answered_before_it_parked_is_billed_and_netted_from_its_answer(world):
+    """An IVR answered the call, then parked it for rating: no CHANNEL_ANSWER will come,
+    so the daemon starts reserving at once and arms the safety net itself."""
+    uuid = world.call(P1, UK, duration=2.6, answer_first=True)
+    ch = world.wait(uuid)
+    [admit] = [c for _, c in ch.commands if c.startswith("uuid_transfer")]
+    # 1.00 at 10000/s = 100 s from the answer; the net at 101 s, minus the whole seconds
+    # already talked when it was armed (0, or 1 across a second boundary)
+    assert re.search(r",sched_hangup:\+(101|100) ALLOTTED_TIMEOUT,transfer:", admit), admit
+    assert "execute_on_answer" not in admit
+    world.settle()
+    doc = world.cdr(uuid)
+    billed = -(-ch.billmsec // 1000)  # from its answer (billmsec), rounded up
+    assert (doc["cdr"]["settlement"], doc["cdr"]["billed_seconds"]) == ("final", billed)
+    assert world.balance(P1) == 1_000_000 - billed * 10_000
+
+
+def test_a_call_answered_before_it_parked_is_cut_when_its_money_ends(world):
+    # SH has 0.05: 5 s at 10000/s, counted from the answer that came before the park
+    uuid = world.call(SH, UK, duration=30, answer_first=True)
+    ch = world.wait(uuid, timeout=30)
+    talk = (ch.hangup_us - ch.answered_us) / 1e6
+    assert ch.hangup_by == "switch" and talk <= 5.0
+    world.settle()
+    assert world.cdr(uuid)["cdr"]["billed_seconds"] == 5
+    assert world.balance(SH) == 0

@@ -90,8 +90,17 @@ def test_connection_dropped_mid_call_is_reconnected_and_the_call_still_billed(wo
     assert world.balance(P1) == 1_000_000 - 70_000
 
 
-def test_call_that_ends_unseen_is_charged_as_reserved(world):
-    uuid = world.call(P1, UK, duration=60)
+def cdr_times(world, uuid: str) -> tuple[int | None, ...]:
+    """The CDR's created, answered and hangup times in µs since the epoch (None if unknown)."""
+    [row] = world.sql(
+        "SELECT (extract(epoch FROM created_at) * 1000000)::bigint,"
+        " (extract(epoch FROM answered_at) * 1000000)::bigint,"
+        " (extract(epoch FROM hangup_at) * 1000000)::bigint FROM cdrs WHERE uuid = %s", uuid)
+    return row
+
+
+def end_unseen(world, uuid: str) -> None:
+    """The caller hangs up while the daemon hears nothing, and the events are lost."""
     wait_until(lambda: answered(world, uuid), what="answer")
     wait_until(lambda: world.daemon.ledger.leg_record(
         world.daemon.handler.legs.get(uuid).tag, uuid).granted_seconds >= 2,
@@ -100,13 +109,75 @@ def test_call_that_ends_unseen_is_charged_as_reserved(world):
     world.sim.hangup(uuid)      # ... while the caller hangs up
     world.sim.resume()
     world.sim.drop_connections()  # and the connection is lost with the events
+
+
+def test_call_that_ends_unseen_is_settled_from_the_switch_record(world):
+    uuid = world.call(P1, UK, duration=60)
+    end_unseen(world, uuid)
     world.settle(timeout=30)
     doc = world.cdr(uuid)
-    assert doc["cdr"]["settlement"] == "as_reserved"
-    reserved = doc["cdr"]["billed_seconds"]
-    assert reserved >= 2 and reserved % 2 == 0  # whole 2 s chunks
-    assert doc["cdr"]["total_cost"] == reserved * 10_000
-    assert world.balance(P1) == 1_000_000 - reserved * 10_000
+    call = world.sim.call(uuid)
+    # FreeSWITCH's record has the real times: billed from them, rounded up, 10000/s
+    billed = -(-call.billmsec // 1000)  # from billmsec, rounded up, as FreeSWITCH reports it
+    assert (doc["cdr"]["settlement"], doc["cdr"]["billed_seconds"]) == ("switch_record", billed)
+    assert cdr_times(world, uuid) == (call.created_us, call.answered_us, call.hangup_us)
+    assert doc["cdr"]["total_cost"] == billed * 10_000
+    assert world.balance(P1) == 1_000_000 - billed * 10_000
+
+
+def test_call_that_ends_unseen_with_no_switch_record_is_charged_as_reserved(cfg, database_url):
+    with running_world(cfg, database_url, switch_records=False, record_wait=1.0) as world:
+        uuid = world.call(P1, UK, duration=60)
+        end_unseen(world, uuid)
+        world.settle(timeout=30)
+        doc = world.cdr(uuid)
+        assert doc["cdr"]["settlement"] == "as_reserved"
+        reserved = doc["cdr"]["billed_seconds"]
+        assert reserved >= 2 and reserved % 2 == 0  # whole 2 s chunks
+        assert doc["cdr"]["total_cost"] == reserved * 10_000
+        assert world.balance(P1) == 1_000_000 - reserved * 10_000
+        # the times it knew are kept: when the channel was created and answered
+        call = world.sim.call(uuid)
+        assert cdr_times(world, uuid) == (call.created_us, call.answered_us, None)
+
+
+def lose_the_hangup_of_a_call(world, duration: float) -> str:
+    uuid = world.call(P1, UK, duration=duration)
+    wait_until(lambda: answered(world, uuid), what="answer")
+    world.sim.lose_events(1, ["CHANNEL_HANGUP_COMPLETE"], uuid)
+    world.wait(uuid)
+    world.settle(timeout=30)
+    return uuid
+
+
+def test_a_lost_hangup_is_found_by_the_channel_check(cfg, database_url):
+    """The HANGUP_COMPLETE is dropped on purpose; the connection stays up. The periodic
+    check finds the channel gone and settles the leg from the switch's record."""
+    with running_world(cfg, database_url, debit_interval=60, channel_sync=0.5) as world:
+        uuid = lose_the_hangup_of_a_call(world, 3.3)
+        doc = world.cdr(uuid)
+        # 3.3 s of talk: 4 billed seconds, not the 60 s chunk reserved
+        assert (doc["cdr"]["settlement"], doc["cdr"]["billed_seconds"]) == ("switch_record", 4)
+        assert world.balance(P1) == 1_000_000 - 40_000
+        assert world.daemon.metrics.channel_sync.labels("gone")._value.get() == 1
+
+
+def test_a_call_whose_hangup_was_lost_is_never_extended(cfg, database_url):
+    """No channel check runs; the next 2 s chunk falls due after the call ended: the
+    switch says the channel is gone, so nothing more is reserved."""
+    with running_world(cfg, database_url, debit_interval=2, channel_sync=3600) as world:
+        uuid = lose_the_hangup_of_a_call(world, 3.3)
+        doc = world.cdr(uuid)
+        assert (doc["cdr"]["settlement"], doc["cdr"]["billed_seconds"]) == ("switch_record", 4)
+        assert world.balance(P1) == 1_000_000 - 40_000
+        # chunk k > 1 falls due at 2(k - 1) - 0.5 s of talk: none after the call ended
+        # (3.3 s on a quick machine: chunks 0-2 and 2-4 taken, 4-6 due at 3.5 s refused)
+        call = world.sim.call(uuid)
+        talk = (call.hangup_us - call.answered_us) / 1_000_000
+        record = world.daemon.ledger.leg_record(
+            world.daemon.snapshots.current.account(P1).tag, uuid)
+        assert record.granted_seconds <= 2 * (1 + int((talk + 0.5) // 2))
+        assert world.daemon.metrics.channel_sync.labels("gone")._value.get() == 0
 
 
 def test_withheld_reply_does_not_lose_the_call(world):

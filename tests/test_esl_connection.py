@@ -359,6 +359,9 @@ def test_subscription_and_filters_are_exactly_what_was_asked(switch):
                                 "CHANNEL_HANGUP_COMPLETE HEARTBEAT")
     assert session.read_command() == "filter Event-Name CHANNEL_PARK"
     session.send(reply_frame("+OK filter added. [Event-Name]=[CHANNEL_PARK]"))
+    # a filter lets through only what matches one: HEARTBEAT (liveness) is added to them
+    assert session.read_command() == "filter Event-Name HEARTBEAT"
+    session.send(reply_frame("+OK filter added. [Event-Name]=[HEARTBEAT]"))
     attempt.get(timeout=WAIT)
     assert conn.state is State.READY
     finish(conn, session)

@@ -10,11 +10,14 @@ from rater.calls.leg import (
     Authorize,
     CancelTimers,
     Commit,
+    FindRecord,
     HangupAt,
     HungUp,
     Leg,
     LegState,
+    NoRecord,
     Parked,
+    RecordFound,
     Refuse,
     Reserve,
     Reserved,
@@ -86,14 +89,15 @@ def test_duplicate_events_change_nothing():
 def test_hangup_before_answer_event_bills_from_the_hangup_event():
     leg = admitted()
     actions = leg.handle(HungUp(T0, T0 + 7_500_000, 7_500, "NORMAL_CLEARING"))
-    assert actions[1] == Commit(8, "final", "NORMAL_CLEARING", 0, T0, T0 + 7_500_000)
+    # the hangup event carries no created time: the PARK's is kept
+    assert actions[1] == Commit(8, "final", "NORMAL_CLEARING", 1_000_000, T0, T0 + 7_500_000)
     assert leg.handle(Answered(T0)) == []  # the late ANSWER is ignored
 
 
 def test_never_answered_leg_is_released():
     leg = admitted()
     actions = leg.handle(HungUp(0, T0, 0, "NO_ANSWER"))
-    assert actions[1] == Commit(0, "unanswered", "NO_ANSWER", 0, 0, T0)
+    assert actions[1] == Commit(0, "unanswered", "NO_ANSWER", 1_000_000, 0, T0)
 
 
 def test_hangup_without_park_is_not_ours():
@@ -155,12 +159,57 @@ def test_adopted_unanswered_leg_waits_for_answer():
     assert leg.handle(Answered(T0)) == [Reserve(1, 60)]
 
 
-def test_vanished_leg_is_charged_as_reserved():
+def test_vanished_leg_waits_for_the_switch_record_then_is_charged_as_reserved():
     leg = admitted()
     leg.handle(Answered(T0))
     leg.handle(Reserved("ok", 60))
-    assert leg.handle(Vanished()) == [
-        CancelTimers(),
-        Commit(60, "as_reserved", "", 0, T0, 0),
-    ]
+    assert leg.handle(Vanished()) == [CancelTimers(), FindRecord()]
+    assert leg.state is LegState.ENDED_UNSEEN
     assert leg.handle(Vanished()) == []
+    assert leg.handle(ReserveDue()) == []  # an ended leg is never extended
+    # no record in time: what was reserved, with the times it knew (created from PARK)
+    assert leg.handle(NoRecord()) == [
+        CancelTimers(),
+        Commit(60, "as_reserved", "", 1_000_000, T0, 0),
+    ]
+    assert leg.handle(NoRecord()) == []
+
+
+def test_vanished_leg_settled_from_the_switch_record():
+    leg = admitted()
+    leg.handle(Answered(T0))
+    leg.handle(Reserved("ok", 60))
+    leg.handle(Vanished())
+    # FreeSWITCH's record: answered T0, hung up 12.3 s later (billmsec 12300) -> 13 s
+    record = RecordFound(T0, T0 + 12_300_000, 12_300, "NORMAL_CLEARING", 1_000_000)
+    assert leg.handle(record) == [
+        CancelTimers(),
+        Commit(13, "switch_record", "NORMAL_CLEARING", 1_000_000, T0, T0 + 12_300_000),
+    ]
+    assert leg.handle(NoRecord()) == []
+
+
+def test_vanished_before_answer_with_an_unanswered_record_is_released():
+    leg = admitted()
+    leg.handle(Vanished())
+    assert leg.handle(RecordFound(0, T0, 0, "ORIGINATOR_CANCEL", 1_000_000)) == [
+        CancelTimers(), Commit(0, "unanswered", "ORIGINATOR_CANCEL", 1_000_000, 0, T0)]
+
+
+def test_a_late_hangup_settles_a_leg_waiting_for_its_record():
+    leg = admitted()
+    leg.handle(Answered(T0))
+    leg.handle(Reserved("ok", 60))
+    leg.handle(Vanished())
+    actions = leg.handle(HungUp(T0, T0 + 5_000_000, 5_000, "NORMAL_CLEARING", 1_000_000))
+    assert actions == [CancelTimers(),
+                       Commit(5, "final", "NORMAL_CLEARING", 1_000_000, T0, T0 + 5_000_000)]
+
+
+def test_a_leg_answered_before_it_parked_reserves_at_once():
+    leg = Leg("u1", 60, 5.0)
+    leg.handle(Parked("2000000001", "outbound", "447700900123", "1555", 1_000_000, T0))
+    # no CHANNEL_ANSWER will come: the admit carries the answer and the first chunk follows
+    assert leg.handle(AuthDecided(True, 300)) == [Admit(300, T0), Reserve(1, 60)]
+    assert leg.state is LegState.TALKING and leg.answered_usec == T0
+    assert leg.handle(Answered(T0 + 5)) == []  # a late duplicate changes nothing

@@ -255,6 +255,30 @@ def test_channel_variables_set_by_the_api_reach_later_events(sim: Simulator,
     assert names.index("variable_accountcode") > names.index("variable_current_application")
 
 
+def test_inline_transfer_sets_variables_then_transfers(sim: Simulator,
+                                                     client: SimClient) -> None:
+    """uuid_transfer to the inline dialplan, as seen on FreeSWITCH 1.10.12: the quoted
+    argument keeps its spaces, `set` runs first, `transfer` takes the call on."""
+    uuid = sim.place_call("1000000001", "15557650000", answer_after=0.02, duration=0.1)
+    assert client.api(
+        f"uuid_transfer {uuid} 'set:rate_id=42,set:execute_on_answer=sched_hangup +9 "
+        f"ALLOTTED_TIMEOUT,transfer:15557650000 XML rated' inline") == "+OK\n"
+    complete = client.next_event("CHANNEL_HANGUP_COMPLETE", uuid)
+    assert complete.variable("rate_id") == "42"
+    channel = sim.call(uuid)
+    assert channel.transfers[-1] == ("15557650000", "XML", "rated")
+    assert channel.transfers[0][1:] == ("inline", "default")
+    assert channel.executed_on_answer == ["sched_hangup +9 ALLOTTED_TIMEOUT"]
+
+
+def test_inline_transfer_that_only_parks_keeps_the_call_parked(sim: Simulator,
+                                                              client: SimClient) -> None:
+    uuid = sim.place_call("1000000001", "15557650000", duration=60)
+    assert client.api(f"uuid_transfer {uuid} 'set:a=1,park' inline") == "+OK\n"
+    assert sim.call(uuid).state.value == "parked"
+    assert sim.call(uuid).get_var("a") == "1"
+
+
 def test_show_channels_as_json_has_the_captured_shape(sim: Simulator, client: SimClient) -> None:
     assert client.api("show channels as json") == '{"row_count": 0}\n'
     assert client.api("show channels") == "\n0 total.\n"

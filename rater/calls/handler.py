@@ -9,8 +9,8 @@ events (a timer firing, adoption after a restart).
 from __future__ import annotations
 
 import logging
-from collections import deque
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,6 +20,7 @@ import redis
 from rater.backoff import Backoff
 from rater.calls import leg as L
 from rater.calls.registry import LegRegistry, LiveLeg
+from rater.calls.switch_records import NoSwitchRecords, SwitchRecords
 from rater.clock import Clock, SystemClock
 from rater.config import Config, hangup_cause
 from rater.errors import CommandFailed, LedgerError, SwitchError
@@ -31,15 +32,22 @@ log = logging.getLogger(__name__)
 
 # Hangup cause when the rater ends a call at the end of its paid time.
 CUT_OFF_CAUSE = "ALLOTTED_TIMEOUT"
+# A leg that ended unseen looks for the switch's record of it this often.
+RECORD_RETRY = 5.0
+# After an adoption starts, hangups of legs this process does not know yet are kept this
+# long: adoption may take up such a leg after its hangup went by.
+ADOPTION_WINDOW = 60.0
 
 
 class SwitchControl(Protocol):
     """What the handler needs from one FreeSWITCH node (rater.calls.switch implements it)."""
 
     def admit(self, uuid: str, max_seconds: int, destination: str, context: str,
-              variables: dict[str, str]) -> None: ...
+              variables: dict[str, str], answered_usec: int = 0) -> None: ...
 
     def hangup(self, uuid: str, cause: str) -> None: ...
+
+    def exists(self, uuid: str) -> bool: ...
 
 
 @dataclass(slots=True)  # not frozen: built for every event, and frozen inits cost 6x
@@ -65,9 +73,32 @@ class CutOff:
     """A leg's hangup timer fired: its paid time is over."""
 
 
+@dataclass(frozen=True, slots=True)
+class FindRecordDue:
+    """Time to look again for the switch's record of a leg that ended unseen."""
+
+
+@dataclass(frozen=True, slots=True)
+class Readmit:
+    """A leg's admit did not reach the switch and its channel is still parked: send it."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdoptLeg:
+    """A leg Redis knows and this process does not (after a restart), handled in the
+    leg's own order so that none of its events can slip in before it is taken up."""
+
+    node: str
+    tag: str
+    keys: list[str]
+    adopted: L.Adopted
+    on_switch: bool
+
+
 # Timer events carry no data: one instance each serves every leg.
 _CUT_OFF = CutOff()
 _RESERVE_DUE = L.ReserveDue()
+_FIND_RECORD_DUE = FindRecordDue()
 
 
 class CallHandler:
@@ -82,6 +113,7 @@ class CallHandler:
         submit: Callable[[str, object], None],
         metrics: Metrics,
         clock: Clock | None = None,
+        records: SwitchRecords | None = None,
     ) -> None:
         self.cfg = cfg
         self.ledger = ledger
@@ -90,49 +122,99 @@ class CallHandler:
         self.submit = submit
         self.metrics = metrics
         self.clock = clock or SystemClock()
+        self.records = records or NoSwitchRecords()
         self.legs = LegRegistry(cfg.rating.debit_interval, cfg.rating.reserve_ahead)
         self.accepting = True
         self._pending_commits: set[gevent.Greenlet] = set()
+        self._unclaimed: OrderedDict[str, tuple[float, L.HungUp]] = OrderedDict()
+        self._keep_unclaimed_until = 0.0
+
+    def adoption_started(self) -> None:
+        """Keep hangups of unknown legs for a while: adoption may take them up next."""
+        self._keep_unclaimed_until = self.clock.monotonic() + ADOPTION_WINDOW
 
     # --- entry point (per-uuid ordered) ---------------------------------------------------
 
     def handle(self, uuid: str, item: object) -> None:
         live = self.legs.get(uuid)
+        events: list[L.Event]
         if isinstance(item, SwitchEvent):
             event = self._leg_event(uuid, live, item)
             if event is None:
                 return
             live = self.legs.get(uuid)
+            events = [event]
+        elif isinstance(item, AdoptLeg):
+            if live is not None:
+                return  # this process already follows it
+            live, events = self._adopt(uuid, item)
+        elif live is None or live.leg.done:
+            return
         elif isinstance(item, CutOff):
-            if live is not None and not live.leg.done:
-                self._cut_off(uuid, live)
+            self._cut_off(uuid, live)
+            return
+        elif isinstance(item, FindRecordDue):
+            if live.leg.state is not L.LegState.ENDED_UNSEEN:
+                return
+            found = self._find_record(uuid, live)
+            if found is None:
+                return
+            events = [found]
+        elif isinstance(item, Readmit):
+            if live.admit_failed and live.leg.state in (L.LegState.ADMITTED,
+                                                        L.LegState.TALKING):
+                self._admit(uuid, live, live.leg.max_seconds, live.leg.answered_usec)
             return
         else:
-            event = item
+            events = [item]  # type: ignore[list-item]
         if live is None:
             return
-        self._run(uuid, live, event)
+        self._run(uuid, live, events)
 
     def _leg_event(self, uuid: str, live: LiveLeg | None, ev: SwitchEvent) -> L.Event | None:
         if ev.name == "CHANNEL_PARK":
             if live is None:
                 if not ev.rated or not self.accepting:
                     return None
-                live = self.legs.create(uuid, ev.node)
-                live.parked_at = self.clock.monotonic()
+                live = self.legs.create(uuid, ev.node, self.clock.monotonic())
+                live.parked_at = live.created_at
                 self.metrics.live_legs.set(len(self.legs))
-            return L.Parked(ev.account, ev.direction, ev.destination, ev.caller, ev.created_usec)
+            return L.Parked(ev.account, ev.direction, ev.destination, ev.caller, ev.created_usec,
+                            ev.answered_usec)
         if live is None:
+            if ev.name == "CHANNEL_HANGUP_COMPLETE" and ev.node and self._keeping_unclaimed():
+                self._unclaimed[uuid] = (self.clock.monotonic(), _hung_up(ev))
             return None
         if ev.name == "CHANNEL_ANSWER":
             return L.Answered(ev.answered_usec or int(self.clock.now() * 1_000_000))
         if ev.name == "CHANNEL_HANGUP_COMPLETE":
-            return L.HungUp(ev.answered_usec, ev.hangup_usec, ev.billmsec, ev.hangup_cause,
-                            ev.created_usec)
+            return _hung_up(ev)
         return None
 
-    def _run(self, uuid: str, live: LiveLeg, first: L.Event) -> None:
-        pending: deque[L.Event] = deque([first])
+    def _keeping_unclaimed(self) -> bool:
+        now = self.clock.monotonic()
+        unclaimed = self._unclaimed
+        while unclaimed:  # oldest first: drop what no adoption claimed in time
+            first = next(iter(unclaimed.values()))
+            if now - first[0] <= ADOPTION_WINDOW:
+                break
+            unclaimed.popitem(last=False)
+        return now < self._keep_unclaimed_until
+
+    def _adopt(self, uuid: str, a: AdoptLeg) -> tuple[LiveLeg, list[L.Event]]:
+        live = self.legs.create(uuid, a.node, self.clock.monotonic())
+        live.tag, live.keys = a.tag, a.keys
+        self.metrics.live_legs.set(len(self.legs))
+        events: list[L.Event] = [a.adopted]
+        seen = self._unclaimed.pop(uuid, None)
+        if seen is not None:
+            events.append(seen[1])  # its hangup went by before adoption took it up
+        elif not a.on_switch:
+            events.append(L.Vanished())
+        return live, events
+
+    def _run(self, uuid: str, live: LiveLeg, first: Iterable[L.Event]) -> None:
+        pending: deque[L.Event] = deque(first)
         while pending:
             for action in live.leg.handle(pending.popleft()):
                 follow = self._do(uuid, live, action)
@@ -151,18 +233,22 @@ class CallHandler:
             case L.Refuse():
                 self._refuse(uuid, live, action.reason)
             case L.Admit():
-                self._admit(uuid, live, action.max_seconds)
+                self._admit(uuid, live, action.max_seconds, action.answered_usec)
             case L.Reserve():
                 return self._reserve(live, action)
             case L.ScheduleReserve():
-                self._reserve_timer(uuid, live, self._until(live, action.at_seconds))
+                self._reserve_timer(uuid, live, self._until(live, action.at_seconds),
+                                    _RESERVE_DUE)
             case L.RetryReserve():
-                self._reserve_timer(uuid, live, action.delay)
+                self._reserve_timer(uuid, live, action.delay, _RESERVE_DUE)
             case L.HangupAt():
                 delay = None if action.at_seconds is None else self._until(live, action.at_seconds)
                 self.legs.set_hangup_timer(live, delay, self.submit, uuid, _CUT_OFF)
             case L.CancelTimers():
                 self.legs.cancel_timers(live)
+            case L.FindRecord():
+                live.ended_unseen_at = self.clock.monotonic()
+                return self._find_record(uuid, live)
             case L.Commit():
                 self._commit(uuid, live, action)
         return None
@@ -187,7 +273,7 @@ class CallHandler:
         try:
             auth = self.ledger.authorize(
                 uuid, plan, cap_seconds=self.cfg.rating.max_call_seconds, caller=a.caller,
-                node=live.node,
+                node=live.node, created_usec=live.leg.created_usec,
             )
         except (redis.RedisError, LedgerError) as exc:
             self.metrics.redis_errors.inc()
@@ -202,14 +288,23 @@ class CallHandler:
         self._switch_call(live, "hangup", uuid, hangup_cause(self.cfg, reason))
         self._observe_decision(live)
 
-    def _admit(self, uuid: str, live: LiveLeg, max_seconds: int) -> None:
-        self.metrics.calls_authorized.inc()
+    def _admit(self, uuid: str, live: LiveLeg, max_seconds: int, answered_usec: int) -> None:
+        if not live.admit_failed:
+            self.metrics.calls_authorized.inc()
         variables = {"rater_max_seconds": str(max_seconds), "rater_account": live.account}
-        self._switch_call(live, "admit", uuid, max_seconds, live.destination,
-                          self.cfg.rating.transfer_context, variables)
+        # A switch that did not answer keeps the call parked: the channel sync sends the
+        # admit again (Readmit) once it sees the channel still waiting in park.
+        live.admit_failed = not self._switch_call(
+            live, "admit", uuid, max_seconds, live.destination,
+            self.cfg.rating.transfer_context, variables, answered_usec)
         self._observe_decision(live)
 
     def _reserve(self, live: LiveLeg, a: L.Reserve) -> L.Event:
+        if a.seq > 1 and not self._channel_exists(live):
+            # the hangup was lost: never extend a call the switch no longer has
+            log.warning("call %s: reservation %d due but the channel is gone", live.leg.uuid,
+                        a.seq)
+            return L.Vanished()
         try:
             res = self.ledger.reserve(live.keys, a.seq, a.target_seconds, live.leg.answered_usec)
         except (redis.RedisError, LedgerError) as exc:
@@ -220,8 +315,8 @@ class CallHandler:
         self.metrics.reservations.labels(res.status).inc()
         return L.Reserved(res.status, res.granted_seconds)
 
-    def _reserve_timer(self, uuid: str, live: LiveLeg, delay: float) -> None:
-        self.legs.set_reserve_timer(live, delay, self.submit, uuid, _RESERVE_DUE)
+    def _reserve_timer(self, uuid: str, live: LiveLeg, delay: float, item: object) -> None:
+        self.legs.set_reserve_timer(live, delay, self.submit, uuid, item)
 
     def _cut_off(self, uuid: str, live: LiveLeg) -> None:
         log.info("call %s: paid time over after %ss, hanging up", uuid, live.leg.granted)
@@ -254,6 +349,22 @@ class CallHandler:
             self.metrics.charged.labels(str(level)).inc(cost)
         return True
 
+    def _find_record(self, uuid: str, live: LiveLeg) -> L.Event | None:
+        """The switch's record of a leg that ended unseen, looked for until the wait is over."""
+        record = self.records.find(uuid)
+        if record is not None:
+            log.info("call %s: ended unseen; settled from the switch's record", uuid)
+            return L.RecordFound(record.answered_usec, record.hangup_usec, record.billmsec,
+                                 record.cause, record.created_usec)
+        waited = self.clock.monotonic() - live.ended_unseen_at
+        left = self.cfg.switch_records.wait_seconds - waited
+        if left <= 0:
+            log.warning("call %s: ended unseen and no switch record came in %.0fs: "
+                        "charged as reserved", uuid, waited)
+            return L.NoRecord()
+        self._reserve_timer(uuid, live, min(RECORD_RETRY, left), _FIND_RECORD_DUE)
+        return None
+
     def _commit_until_done(self, uuid: str, live: LiveLeg, c: L.Commit) -> None:
         backoff = Backoff(0.2, 5.0, jitter=0.0, clock=self.clock)
         while not self._try_commit(uuid, live, c):
@@ -272,11 +383,13 @@ class CallHandler:
         answered = live.leg.answered_usec / 1_000_000
         return answered + at_seconds - self.clock.now()
 
-    def _switch_call(self, live: LiveLeg, method: str, *args: Any) -> None:
+    def _switch_call(self, live: LiveLeg, method: str, *args: Any) -> bool:
+        """Run a switch operation; False when the switch could not be reached (the call
+        is still as it was), True otherwise (done, or the channel is gone)."""
         switch = self.switches.get(live.node)
         if switch is None:
             log.error("call %s: no connection to node %s", live.leg.uuid, live.node)
-            return
+            return False
         try:
             getattr(switch, method)(*args)
         except CommandFailed as exc:
@@ -284,8 +397,26 @@ class CallHandler:
             log.info("call %s: %s: %s", live.leg.uuid, method, exc)
         except SwitchError as exc:
             log.warning("call %s: %s failed: %s", live.leg.uuid, method, exc)
+            return False
+        return True
+
+    def _channel_exists(self, live: LiveLeg) -> bool:
+        """Whether the switch still has the leg's channel (True when it cannot tell)."""
+        switch = self.switches.get(live.node)
+        if switch is None:
+            return True
+        try:
+            return switch.exists(live.leg.uuid)
+        except SwitchError as exc:
+            log.info("call %s: cannot check the channel: %s", live.leg.uuid, exc)
+            return True
 
     def _observe_decision(self, live: LiveLeg) -> None:
         if live.parked_at:
             self.metrics.decision_seconds.observe(self.clock.monotonic() - live.parked_at)
             live.parked_at = 0.0
+
+
+def _hung_up(ev: SwitchEvent) -> L.HungUp:
+    return L.HungUp(ev.answered_usec, ev.hangup_usec, ev.billmsec, ev.hangup_cause,
+                    ev.created_usec)

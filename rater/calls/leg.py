@@ -10,6 +10,12 @@ the state it comes from.
                   AuthDecided(refused) -> REFUSED        HungUp (release)     HungUp (commit)
                                                               v                    v
                                                            FINISHED <-----------+
+                                                              ^
+    ADMITTED or TALKING --Vanished--> ENDED_UNSEEN --RecordFound | NoRecord | HungUp--+
+
+A leg whose channel ended unseen (its hangup was lost, or happened while the daemon was
+down) waits in ENDED_UNSEEN for FreeSWITCH's own record of the call (its real answer and
+hangup times); with none in time it is charged what was reserved.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ class LegState(enum.Enum):
     REFUSED = "refused"
     ADMITTED = "admitted"
     TALKING = "talking"
+    ENDED_UNSEEN = "ended_unseen"
     FINISHED = "finished"
 
 
@@ -38,6 +45,7 @@ class Parked:
     destination: str
     caller: str
     created_usec: int
+    answered_usec: int = 0  # a channel answered before it parked (an IVR, say)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,15 +88,36 @@ class Adopted:
     max_seconds: int
     granted_seconds: int
     next_seq: int
+    created_usec: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Vanished:
-    """The leg is live in Redis but gone from the switch: it ended while we were not
-    listening. It is charged for what was reserved."""
+    """The leg is live here but its channel is gone from the switch: it ended while we
+    were not listening (or its hangup event was lost)."""
 
 
-Event = Parked | AuthDecided | Answered | ReserveDue | Reserved | HungUp | Adopted | Vanished
+@dataclass(frozen=True, slots=True)
+class RecordFound:
+    """FreeSWITCH's own record of a leg that ended unseen (its CDR): billed, like a
+    CHANNEL_HANGUP_COMPLETE, from its billmsec."""
+
+    answered_usec: int
+    hangup_usec: int
+    billmsec: int
+    cause: str
+    created_usec: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NoRecord:
+    """No record of a leg that ended unseen came in time: charge what was reserved."""
+
+
+Event = (
+    Parked | AuthDecided | Answered | ReserveDue | Reserved | HungUp | Adopted | Vanished
+    | RecordFound | NoRecord
+)
 
 
 # --- actions ------------------------------------------------------------------------------
@@ -109,6 +138,7 @@ class Refuse:
 @dataclass(frozen=True, slots=True)
 class Admit:
     max_seconds: int
+    answered_usec: int = 0  # answered before the park: the safety net counts from it
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,9 +175,14 @@ class CancelTimers:
 
 
 @dataclass(frozen=True, slots=True)
+class FindRecord:
+    """Look for FreeSWITCH's record of this leg (answer RecordFound or NoRecord)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Commit:
     billed_seconds: int
-    settlement: str      # final | as_reserved | unanswered
+    settlement: str      # final | switch_record | as_reserved | unanswered
     cause: str
     created_usec: int
     answered_usec: int
@@ -156,7 +191,7 @@ class Commit:
 
 Action = (
     Authorize | Refuse | Admit | Reserve | ScheduleReserve | RetryReserve | HangupAt
-    | CancelTimers | Commit
+    | CancelTimers | FindRecord | Commit
 )
 
 # Hang up this much before the paid end so the billed duration (rounded up to whole
@@ -173,6 +208,7 @@ class Leg:
 
     __slots__ = (
         "answered_usec",
+        "created_usec",
         "debit_interval",
         "granted",
         "max_seconds",
@@ -191,6 +227,7 @@ class Leg:
         self.granted = 0
         self.seq = 0
         self.answered_usec = 0
+        self.created_usec = 0
 
     @property
     def done(self) -> bool:
@@ -215,6 +252,10 @@ class Leg:
                 return self._on_adopted(event)
             case Vanished():
                 return self._on_vanished()
+            case RecordFound():
+                return self._on_record(event)
+            case NoRecord():
+                return self._on_no_record()
         raise TypeError(f"not a leg event: {event!r}")  # pragma: no cover
 
     # --- transitions --------------------------------------------------------------------
@@ -223,6 +264,8 @@ class Leg:
         if self.state is not LegState.NEW:
             return []  # a duplicate PARK (or one after a transfer back to park)
         self.state = LegState.AUTHORIZING
+        self.created_usec = e.created_usec
+        self.answered_usec = e.answered_usec
         return [Authorize(e.account, e.direction, e.destination, e.caller)]
 
     def _on_auth(self, e: AuthDecided) -> list[Action]:
@@ -233,7 +276,11 @@ class Leg:
             return [Refuse(e.reason or "internal_error")]
         self.state = LegState.ADMITTED
         self.max_seconds = e.max_seconds
-        return [Admit(e.max_seconds)]
+        answered = self.answered_usec
+        if not answered:
+            return [Admit(e.max_seconds)]
+        # Answered before it parked: no CHANNEL_ANSWER will come; paid time runs already.
+        return [Admit(e.max_seconds, answered), *self._on_answered(answered)]
 
     def _on_answered(self, answered_usec: int) -> list[Action]:
         if self.state is not LegState.ADMITTED:
@@ -274,23 +321,20 @@ class Leg:
                 billed = billed_seconds_from_msec(e.billmsec)
             elif e.hangup_usec >= answered:
                 billed = billed_seconds_from_usec(answered, e.hangup_usec)
-        was_answered = billed > 0 or self.state is LegState.TALKING
+        was_answered = billed > 0 or self.state is LegState.TALKING or bool(self.answered_usec)
+        return self._finish(billed, "final" if was_answered else "unanswered", e.cause,
+                            e.created_usec or self.created_usec, answered, e.hangup_usec)
+
+    def _finish(self, billed: int, settlement: str, cause: str, created_usec: int,
+                answered_usec: int, hangup_usec: int) -> list[Action]:
         self.state = LegState.FINISHED
-        return [
-            CancelTimers(),
-            Commit(
-                billed_seconds=billed,
-                settlement="final" if was_answered else "unanswered",
-                cause=e.cause,
-                created_usec=e.created_usec,
-                answered_usec=answered,
-                hangup_usec=e.hangup_usec,
-            ),
-        ]
+        return [CancelTimers(),
+                Commit(billed, settlement, cause, created_usec, answered_usec, hangup_usec)]
 
     def _on_adopted(self, e: Adopted) -> list[Action]:
         if self.state is not LegState.NEW:
             return []
+        self.created_usec = e.created_usec
         self.max_seconds = e.max_seconds
         self.granted = e.granted_seconds
         self.seq = e.next_seq - 1
@@ -304,18 +348,23 @@ class Leg:
         return [ScheduleReserve(max(0.0, self.granted - self.reserve_ahead))]
 
     def _on_vanished(self) -> list[Action]:
-        if self.state in (LegState.FINISHED, LegState.REFUSED):
+        if self.state not in (LegState.ADMITTED, LegState.TALKING):
             return []
-        self.state = LegState.FINISHED
-        return [
-            CancelTimers(),
-            Commit(
-                billed_seconds=self.granted,
-                settlement="as_reserved",
-                cause="",
-                created_usec=0,
-                answered_usec=self.answered_usec,
-                hangup_usec=0,
-            ),
-        ]
+        self.state = LegState.ENDED_UNSEEN
+        return [CancelTimers(), FindRecord()]
+
+    def _on_record(self, e: RecordFound) -> list[Action]:
+        if self.state is not LegState.ENDED_UNSEEN:
+            return []
+        answered = e.answered_usec
+        billed = billed_seconds_from_msec(e.billmsec) if answered else 0
+        return self._finish(billed, "switch_record" if answered else "unanswered", e.cause,
+                            e.created_usec or self.created_usec, answered, e.hangup_usec)
+
+    def _on_no_record(self) -> list[Action]:
+        if self.state is not LegState.ENDED_UNSEEN:
+            return []
+        # what was reserved, with the times that are known (no hangup time is)
+        return self._finish(self.granted, "as_reserved", "", self.created_usec,
+                            self.answered_usec, 0)
 

@@ -25,7 +25,10 @@ class LiveLeg:
     keys: list[str] = field(default_factory=list)
     destination: str = ""
     account: str = ""
+    created_at: float = 0.0           # monotonic: when this process took the leg up
     parked_at: float = 0.0            # monotonic, for the park-to-decision latency
+    admit_failed: bool = False        # the switch did not get the admit; the call waits parked
+    ended_unseen_at: float = 0.0      # monotonic: when the leg was found gone unseen
     reserve_timer: Any = None
     hangup_timer: Any = None
 
@@ -47,8 +50,9 @@ class LegRegistry:
     def get(self, uuid: str) -> LiveLeg | None:
         return self._legs.get(uuid)
 
-    def create(self, uuid: str, node: str) -> LiveLeg:
-        live = LiveLeg(Leg(uuid, self.debit_interval, self.reserve_ahead), node)
+    def create(self, uuid: str, node: str, created_at: float = 0.0) -> LiveLeg:
+        live = LiveLeg(Leg(uuid, self.debit_interval, self.reserve_ahead), node,
+                       created_at=created_at)
         self._legs[uuid] = live
         return live
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from rater.calls.handler import SwitchEvent
+from rater.clock import Clock, SystemClock
 from rater.config import FreeSwitchNode
 from rater.errors import NoSuchChannel, SwitchUnavailable
 from rater.esl import commands
 from rater.esl.connection import EslConnection
-from rater.esl.events import ChannelEvent, EventName
+from rater.esl.events import ChannelEvent, EventName, PlainEvent
 from rater.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -29,19 +31,31 @@ VAR_DIRECTION = "rater_direction"
 VAR_ACCOUNT = "rater_account"
 VAR_ACCOUNTCODE = "accountcode"
 VAR_DESTINATION = "rater_destination"
+RATED_DIRECTIONS = ("outbound", "inbound")
+
+# Ask the switch only for the events of rated legs: the A leg of a call the dialplan marked.
+# B legs and unrated calls never reach the daemon (mod_event_socket's `filter`: an event
+# passes when one filter matches; the connection adds one for HEARTBEAT).
+RATED_LEG_FILTERS = tuple((f"variable_{VAR_DIRECTION}", d) for d in RATED_DIRECTIONS)
+
+
+def parked_event(node: str, ev: ChannelEvent) -> SwitchEvent:
+    """A CHANNEL_PARK's fields; also built from `uuid_dump` for a channel found parked."""
+    direction = ev.variable(VAR_DIRECTION) or ""
+    return SwitchEvent(
+        EventName.CHANNEL_PARK, node, rated=direction in RATED_DIRECTIONS, direction=direction,
+        account=ev.variable(VAR_ACCOUNT) or ev.variable(VAR_ACCOUNTCODE) or None,
+        destination=ev.variable(VAR_DESTINATION) or ev.destination_number or "",
+        caller=ev.caller_id_number or "", created_usec=ev.created_time or 0,
+        answered_usec=ev.answered_time or 0,
+    )
 
 
 def switch_event(node: str, ev: ChannelEvent) -> SwitchEvent:
     """The fields the call handler reads, taken from a channel event (lazily decoded)."""
     name = ev.name
     if name == EventName.CHANNEL_PARK:
-        direction = ev.variable(VAR_DIRECTION) or ""
-        return SwitchEvent(
-            name, node, rated=direction in ("outbound", "inbound"), direction=direction,
-            account=ev.variable(VAR_ACCOUNT) or ev.variable(VAR_ACCOUNTCODE) or None,
-            destination=ev.variable(VAR_DESTINATION) or ev.destination_number or "",
-            caller=ev.caller_id_number or "", created_usec=ev.created_time or 0,
-        )
+        return parked_event(node, ev)
     # Whether a leg is rated is decided at CHANNEL_PARK (the handler reads `rated` there
     # only); later events concern legs already rated, so their variables are not searched.
     if name == EventName.CHANNEL_ANSWER:
@@ -54,6 +68,32 @@ def switch_event(node: str, ev: ChannelEvent) -> SwitchEvent:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelRow:
+    """One channel of `show channels as json`: what the channel sync needs of it."""
+
+    uuid: str
+    parked: bool          # waiting in the park application
+    answered: bool        # callstate ACTIVE (or HELD)
+    created_epoch: int
+
+
+def channel_rows(text: str) -> dict[str, ChannelRow]:
+    """uuid -> row, from the reply to `show channels as json` (`{"row_count":0}` when empty)."""
+    doc = json.loads(text or "{}")
+    rows: dict[str, ChannelRow] = {}
+    for row in doc.get("rows", []):
+        uuid = row.get("uuid")
+        if not uuid:
+            continue
+        created = row.get("created_epoch") or "0"
+        rows[uuid] = ChannelRow(
+            uuid, parked=row.get("application") == "park",
+            answered=row.get("callstate") in ("ACTIVE", "HELD"),
+            created_epoch=int(created) if created.isdigit() else 0)
+    return rows
+
+
 class NodeLink:
     """The daemon's two connections to one node, and its SwitchControl."""
 
@@ -63,8 +103,10 @@ class NodeLink:
         submit: Callable[[tuple[str, object]], None],
         on_connected: Callable[[NodeLink], None],
         metrics: Metrics,
+        clock: Clock | None = None,
     ) -> None:
         self.node = node
+        self._clock = clock or SystemClock()
         self.name = node.name
         self._submit = submit
         self._on_connected_cb = on_connected
@@ -73,7 +115,8 @@ class NodeLink:
         liveness = 2 * node.heartbeat_interval + 5
         self.events = EslConnection(
             node.host, node.port, node.password, name=f"{node.name}/events",
-            events=SUBSCRIBED, event_format=node.event_format, on_event=self._on_event,
+            events=SUBSCRIBED, event_format=node.event_format, filters=RATED_LEG_FILTERS,
+            on_event=self._on_event,
             on_connected=self._connected, connect_timeout=node.connect_timeout,
             command_timeout=node.command_timeout, liveness_timeout=liveness,
         )
@@ -101,35 +144,57 @@ class NodeLink:
     # --- what the call handler asks of the switch -------------------------------------------
 
     def admit(self, uuid: str, max_seconds: int, destination: str, context: str,
-              variables: dict[str, str]) -> None:
-        """Arm the safety net, set the leg's variables, and transfer the call on."""
-        # FreeSWITCH keeps whole epoch seconds for scheduled tasks, so this fires between
-        # max and max + 2 s: after the daemon's own cut-off (max - 0.5 s), only if it is gone.
+              variables: dict[str, str], answered_usec: int = 0) -> None:
+        """Arm the safety net, set the leg's variables and transfer the call on, in one
+        command (an inline dialplan): the call never leaves park without its net.
+
+        The net is `execute_on_answer=sched_hangup +N`: FreeSWITCH keeps whole epoch
+        seconds for scheduled tasks, so with N = max + 1 it fires between max and max + 2 s
+        after the answer, after the daemon's own cut-off (max - 0.5 s), only if the daemon
+        is gone. A call answered before it parked (`answered_usec`) gets the net at once,
+        counted from its answer."""
         net = max_seconds + 1
-        values = {**variables, "execute_on_answer": f"sched_hangup +{net} ALLOTTED_TIMEOUT"}
+        if answered_usec:
+            talked = max(0, int(self._clock.now()) - answered_usec // 1_000_000)
+            apps = {"sched_hangup": f"+{max(1, net - talked)} ALLOTTED_TIMEOUT"}
+            values = variables
+        else:
+            apps = {}
+            values = {**variables,
+                      "execute_on_answer": f"sched_hangup +{net} ALLOTTED_TIMEOUT"}
         self._commands_ready()
-        setvars, transfer = self.commands.api_many([
-            commands.uuid_setvar_multi(uuid, values),
-            commands.uuid_transfer(uuid, destination, context)])
-        transfer.result()  # replies come in order: once this one is in, both are
-        setvars.result()
+        self.commands.api(commands.uuid_transfer_inline(uuid, values, destination, context,
+                                                        apps=apps))
 
     def hangup(self, uuid: str, cause: str) -> None:
         self._commands_ready()
         self.commands.api(commands.uuid_kill(uuid, cause))
+
+    def exists(self, uuid: str) -> bool:
+        """Whether the node has this channel now (its session table, not its database)."""
+        self._commands_ready()
+        return self.commands.api(commands.uuid_exists(uuid)).strip() == "true"
 
     def _commands_ready(self) -> None:
         # the command connection may still be (re)connecting while events already flow
         if not self.commands.wait_ready(self.node.command_timeout):
             raise SwitchUnavailable(f"{self.name}: command connection not ready")
 
-    def live_channels(self, timeout: float) -> set[str]:
-        """Uuids of every channel the node has now (`show channels as json`)."""
+    def channels(self, timeout: float) -> dict[str, ChannelRow]:
+        """Every channel the node has now (`show channels as json`, which FreeSWITCH reads
+        from its core database: a channel may show there a moment after it is gone)."""
         if not self.commands.wait_ready(timeout):
-            raise TimeoutError(f"{self.name}: command connection not ready")
-        text = self.commands.api(commands.show_channels_json(), timeout=timeout)
-        doc = json.loads(text or "{}")
-        return {row["uuid"] for row in doc.get("rows", []) if row.get("uuid")}
+            raise SwitchUnavailable(f"{self.name}: command connection not ready")
+        return channel_rows(self.commands.api(commands.show_channels_json(), timeout=timeout))
+
+    def parked(self, uuid: str, timeout: float) -> SwitchEvent | None:
+        """A CHANNEL_PARK for a channel found waiting in park (from `uuid_dump`), or None
+        when it is gone."""
+        try:
+            text = self.commands.api(commands.uuid_dump(uuid), timeout=timeout)
+        except NoSuchChannel:
+            return None
+        return parked_event(self.name, PlainEvent(text.encode("utf-8")))
 
     def answered_usec(self, uuid: str, timeout: float) -> int:
         """When the channel was answered (epoch µs), 0 if not yet or if it is gone: for a

@@ -60,6 +60,7 @@ from rater.esl.events import (
     DisconnectNotice,
     EventFormat,
     EventName,
+    Header,
     Reply,
     RudeRejection,
     parse_frame,
@@ -367,7 +368,11 @@ class EslConnection(greenswitch.InboundESL):
 
     def _subscribe_commands(self) -> list[bytes]:
         out = [] if self._subscription is None else [self._subscription]
-        out += [commands.filter(header, value) for header, value in self._filters]
+        filters = list(self._filters)
+        if filters and self._liveness is not None:
+            # filters let through only what matches one of them: HEARTBEAT must match too
+            filters.append((Header.EVENT_NAME, EventName.HEARTBEAT))
+        out += [commands.filter(header, value) for header, value in filters]
         return out
 
     def run(self) -> None:

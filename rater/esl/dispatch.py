@@ -77,6 +77,10 @@ class KeyedDispatcher(Generic[T]):
         """Items submitted and not yet handled (running ones included)."""
         return self._pending
 
+    def busy(self, key: Hashable) -> bool:
+        """Whether items of `key` are queued or running."""
+        return key in self._queues
+
     @property
     def active_keys(self) -> int:
         return len(self._queues)

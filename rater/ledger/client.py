@@ -105,6 +105,7 @@ class LegRecord:
     granted_seconds: int
     last_seq: int
     answered_usec: int
+    created_usec: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +178,8 @@ class Ledger:
         return _text(raw).split("\n") if raw else None
 
     def authorize(
-        self, uuid: str, plan: LegPlan, *, cap_seconds: int, caller: str = "", node: str = ""
+        self, uuid: str, plan: LegPlan, *, cap_seconds: int, caller: str = "", node: str = "",
+        created_usec: int = 0,
     ) -> Authorization:
         """Max billed seconds the whole chain can pay for (capped), or the refusal."""
         args: list[Any] = [
@@ -194,6 +196,7 @@ class Ledger:
             ]
             for b in lv.buckets:
                 args += [b.order_id, b.period_no]
+        args.append(created_usec)
         words = self._run("authorize", self.leg_keys(uuid, plan), args).split()
         if words[0] == "ok":
             return Authorization(True, max_seconds=int(words[1]))
@@ -294,15 +297,15 @@ class Ledger:
 
     def leg_record(self, tag: str, uuid: str) -> LegRecord | None:
         """What a restarted daemon needs to adopt a leg, or None when it is unknown."""
-        st, node, max_s, granted, seq, ans = self.redis.hmget(
-            self.keys.leg(tag, uuid), "st", "node", "max", "T", "seq", "ans"
+        st, node, max_s, granted, seq, ans, created = self.redis.hmget(
+            self.keys.leg(tag, uuid), "st", "node", "max", "T", "seq", "ans", "cr"
         )
         if st is None:
             return None
         return LegRecord(
             uuid=uuid, tag=tag, state=_text(st), node=_text(node or b""),
             max_seconds=int(max_s or 0), granted_seconds=int(granted or 0),
-            last_seq=int(seq or 0), answered_usec=int(ans or 0),
+            last_seq=int(seq or 0), answered_usec=int(ans or 0), created_usec=int(created or 0),
         )
 
     def leg_state(self, tag: str, uuid: str) -> str | None:

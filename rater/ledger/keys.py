@@ -7,7 +7,9 @@ shard has one outbox stream, so the flusher reads `shards` streams, not one per 
 
     <p>:{s<N>}:a:<account>   hash  bal, held, ch        live balance, money on hold, live legs
     <p>:{s<N>}:b:<order>     hash  left, held, period, cap   free seconds of a package order
-    <p>:{s<N>}:l:<uuid>      hash  one rated leg: plan, reservations, idempotent results
+    <p>:{s<N>}:l:<uuid>      hash  one rated leg: plan, reservations, idempotent results;
+                                   plain fields st, node, max, T, seq, ans, cr (created µs)
+                                   let a restarted daemon adopt it
     <p>:{s<N>}:live          set   uuids of legs authorized and not yet committed
     <p>:{s<N>}:ops           hash  op id -> result of money operations (top-ups, orders)
     <p>:{s<N>}:outbox        stream  ledger entries and CDRs waiting for the flusher

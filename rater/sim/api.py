@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from rater.sim import captured, templates
 from rater.sim.causes import str2cause
 from rater.sim.channel import CallState, Channel, c_atol
+from rater.sim.separate import separate
 
 if TYPE_CHECKING:
     from rater.sim.simulator import Simulator
@@ -46,20 +47,6 @@ def _show_channel_keys() -> tuple[str, ...]:
 SHOW_CHANNEL_KEYS = _show_channel_keys()
 _CREATE = templates.template("CHANNEL_CREATE").captured_values
 _CREATE_HEADERS = dict(captured.EVENTS["CHANNEL_CREATE"][1])
-
-
-def separate(arg: str | None, limit: int) -> list[str]:
-    """switch_separate_string on spaces: runs of spaces collapse, the last part keeps the rest."""
-    out: list[str] = []
-    rest = (arg or "").lstrip(" ")
-    while rest:
-        if len(out) == limit - 1:
-            out.append(rest)
-            break
-        head, _, rest = rest.partition(" ")
-        out.append(head)
-        rest = rest.lstrip(" ")
-    return out
 
 
 def _plural(n: int) -> str:

@@ -22,6 +22,7 @@ from gevent import get_hub
 
 from rater.sim import templates
 from rater.sim.causes import q850, str2cause
+from rater.sim.separate import separate
 
 if TYPE_CHECKING:
     from rater.sim.simulator import Simulator
@@ -112,6 +113,8 @@ class Channel:
     unanswered_cause: str
     session_id: int
     dialplan_vars: dict[str, str]
+    park_timeout: float = 20.0  # the caller gives up waiting in park after this
+    answer_first: bool = False  # answered before it parks (an IVR that parks the call)
     state: CallState = CallState.PARKED
     created_us: int = 0
     progress_us: int = 0
@@ -194,9 +197,13 @@ class Channel:
         self.sim.emit_channel_event(self, "CHANNEL_CREATE")
         self.progress_us = now_us()
         self.callstate = "RINGING"
+        if self.answer_first:
+            self.answered_us = now_us()
+            self.sim.emit_channel_event(self, "CHANNEL_ANSWER")
+            self.callstate = "ACTIVE"
         self.sim.emit_channel_event(self, "CHANNEL_PARK")
         # The caller gives up if nobody takes the call out of park.
-        self._arm("give_up", self.duration, self.hangup, "ORIGINATOR_CANCEL", "caller")
+        self._arm("give_up", self.park_timeout, self.hangup, "ORIGINATOR_CANCEL", "caller")
 
     def record_command(self, line: str) -> None:
         self.commands.append((now_us(), line))
@@ -210,7 +217,54 @@ class Channel:
         self._cache.pop("vars", None)
 
     def transfer(self, dest: str, dialplan: str | None, context: str | None) -> None:
-        """uuid_transfer: a new caller profile; a parked leg leaves park and rings."""
+        """uuid_transfer: a new caller profile; a parked leg leaves park and rings. To the
+        `inline` dialplan, `dest` is a list of applications run in order (see _run_inline)."""
+        self._new_profile(dest, dialplan, context)
+        if self.dialplan == "inline":
+            self._run_inline(dest)
+            return
+        if self.state is not CallState.PARKED:
+            return
+        self._cancel("give_up")
+        if self.answered_us:  # answered before it parked: it talks on, no ringing
+            self.state = CallState.ANSWERED
+            self.sim.emit_channel_event(self, "CHANNEL_UNPARK")
+            self._arm("talk", self.duration, self.hangup, "NORMAL_CLEARING", "caller")
+            return
+        self.state = CallState.RINGING
+        self.sim.emit_channel_event(self, "CHANNEL_UNPARK")
+        if self.answer:
+            self._arm("answer", self.answer_after, self.do_answer)
+        else:
+            by = "caller" if self.unanswered_cause == "ORIGINATOR_CANCEL" else "switch"
+            self._arm("no_answer", self.duration, self.hangup, self.unanswered_cause, by)
+
+    def _run_inline(self, text: str) -> None:
+        """mod_dptools' inline dialplan: `app:data` parts separated by ',' (or by X after
+        an `m:X:` prefix). The simulator runs `set`, `sched_hangup` (from now), `transfer`
+        and `park`; a list that neither transfers nor parks ends the call, as FreeSWITCH's
+        would."""
+        delim = ","
+        if len(text) > 3 and text[0] == "m" and text[1] == ":" and text[3] == ":":
+            delim, text = text[2], text[4:]
+        for part in text.split(delim):
+            app, _, data = part.partition(":")
+            if app == "set":
+                name, _, value = data.partition("=")
+                self.set_var(name, value or None)
+            elif app == "transfer":
+                dest, dialplan, context = [*separate(data, 3), None, None][:3]
+                self.transfer(dest or "", dialplan, context)
+                return
+            elif app == "park":
+                return
+            elif app == "sched_hangup":
+                self._execute_app(app, self.expand(data), now_us() // 1_000_000)
+            else:
+                log.info("simulator ignores inline application %s", app)
+        self.hangup("NORMAL_CLEARING")
+
+    def _new_profile(self, dest: str, dialplan: str | None, context: str | None) -> None:
         t = now_us()
         if not self.transfers:
             self.transferred_us = t
@@ -226,16 +280,6 @@ class Channel:
         )
         self.set_var("transfer_history", self.transfer_source)
         self.set_var("transfer_source", self.transfer_source)
-        if self.state is not CallState.PARKED:
-            return
-        self._cancel("give_up")
-        self.state = CallState.RINGING
-        self.sim.emit_channel_event(self, "CHANNEL_UNPARK")
-        if self.answer:
-            self._arm("answer", self.answer_after, self.do_answer)
-        else:
-            by = "caller" if self.unanswered_cause == "ORIGINATOR_CANCEL" else "switch"
-            self._arm("no_answer", self.duration, self.hangup, self.unanswered_cause, by)
 
     def do_answer(self) -> None:
         """The far end answers: CHANNEL_ANSWER, execute_on_answer, talk for `duration`."""
@@ -264,6 +308,8 @@ class Channel:
         self.callstate = "HANGUP"
         if was_parked:
             self.sim.emit_channel_event(self, "CHANNEL_UNPARK")
+        if self.sim.record_writer is not None:
+            self.sim.record_writer(self)
         self.sim.emit_channel_event(self, "CHANNEL_HANGUP_COMPLETE")
         if self.sim.emit_destroy:
             self.sim.emit_channel_event(self, "CHANNEL_DESTROY")
@@ -306,7 +352,7 @@ class Channel:
             if self.state is CallState.HUNGUP:
                 return
 
-    def _execute_app(self, app: str, data: str) -> None:
+    def _execute_app(self, app: str, data: str, now_s: int | None = None) -> None:
         """The dialplan applications the simulator understands (others are only recorded)."""
         if app != "sched_hangup":
             log.info("simulator ignores application %s on answer", app)
@@ -322,8 +368,9 @@ class Channel:
         if sec == 0:
             self.hangup(cause)
             return
-        # it runs in the same instant as the answer: count from the answer's second
-        now_s = (self.answered_us or now_us()) // 1_000_000
+        if now_s is None:
+            # on answer it runs in the same instant as the answer: count from its second
+            now_s = (self.answered_us or now_us()) // 1_000_000
         when = now_s + sec if argv[0].startswith("+") else c_atol(argv[0])
         self.sim.scheduler.schedule_hangup(when, self.uuid, cause)
 

@@ -75,7 +75,8 @@ class Simulator:
                  heartbeat: float = 20.0, hostname: str = "vm", core_uuid: str | None = None,
                  emit_destroy: bool = True, sched_phase: float | None = None,
                  max_sessions: int = 1000, history: int | None = None,
-                 max_queue: int = MAX_QUEUE_LEN) -> None:
+                 max_queue: int = MAX_QUEUE_LEN,
+                 record_writer: Callable[[Channel], None] | None = None) -> None:
         self.password = password or os.environ.get("RATER_ESL_PASSWORD") or DEFAULT_PASSWORD
         self.heartbeat = heartbeat
         self.hostname = hostname
@@ -108,6 +109,8 @@ class Simulator:
         self._subscribed = gevent.event.Event()
         self._heartbeat: gevent.Greenlet | None = None
         self._observers: dict[str, Callable[[Channel], None]] = {}
+        # mod_cdr_pg_csv: called with each leg as it ends, before CHANNEL_HANGUP_COMPLETE
+        self.record_writer = record_writer
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -157,14 +160,17 @@ class Simulator:
                    answer_after: float = 0.1, duration: float = 5.0, answer: bool = True,
                    variables: Mapping[str, str] | None = None,
                    unanswered_cause: str = "NO_ANSWER", uuid: str | None = None,
-                   observer: Callable[[Channel], None] | None = None) -> str:
+                   observer: Callable[[Channel], None] | None = None,
+                   park_timeout: float | None = None, answer_first: bool = False) -> str:
         """A new leg enters the rating context: CHANNEL_CREATE, then CHANNEL_PARK.
 
         The dialplan sets `rater_direction`, `accountcode` (when `account` is given) and
         `variables`, then parks. On uuid_transfer it rings `answer_after` s, is answered and
         talks `duration` s (the caller hangs up, NORMAL_CLEARING); with `answer=False` it
         rings `duration` s and ends with `unanswered_cause`. Left parked, the caller gives up
-        after `duration` s (ORIGINATOR_CANCEL). `observer` is called when the leg is done.
+        after `park_timeout` s (default `duration`; ORIGINATOR_CANCEL). `answer_first`
+        answers the leg before it parks (as an IVR would); transferred, it talks on.
+        `observer` is called when the leg is done.
         Returns the uuid.
         """
         if not destination:
@@ -182,6 +188,8 @@ class Simulator:
             answer_after=answer_after, duration=duration, answer=answer,
             unanswered_cause=unanswered_cause, session_id=next(self._session_ids),
             dialplan_vars=dialplan_vars,
+            park_timeout=duration if park_timeout is None else park_timeout,
+            answer_first=answer_first,
         )
         if channel.uuid in self.calls:
             raise ValueError(f"uuid {channel.uuid} already used")

@@ -4,7 +4,8 @@
 -- KEYS: leg, outbox, live, account 1..n, buckets (level 1's, then level 2's, ...)
 -- ARGV: op field, now_usec, cap, uuid, account, direction, destination, caller, node, n,
 --       then per level: account floor max_channels q r connect incl init inc ppm prefix
---       rate_group nbuckets, followed by nbuckets x (order_id period)
+--       rate_group nbuckets, followed by nbuckets x (order_id period); then the channel's
+--       created_usec
 local leg = KEYS[1]
 local prev = redis.call('HGET', leg, ARGV[1])
 if prev then return prev end
@@ -26,6 +27,7 @@ for l = 1, n do
   end
   levels[l] = L
 end
+local created = ARGV[i] or '0'
 
 local maxs = tonumber(ARGV[3])
 for l = 1, n do
@@ -57,6 +59,6 @@ local res = 'ok ' .. int(maxs)
 -- plain fields (node, max, T, seq, ans) let a restarted daemon adopt the leg
 redis.call('HSET', leg, 'st', 'authorized', 'plan', cmsgpack.pack(plan),
            'dyn', cmsgpack.pack(dyn), 'keys', table.concat(KEYS, '\n'), ARGV[1], res,
-           'node', ARGV[9], 'max', int(maxs), 'T', '0', 'seq', '0')
+           'node', ARGV[9], 'max', int(maxs), 'T', '0', 'seq', '0', 'cr', created)
 redis.call('SADD', KEYS[3], ARGV[4])
 return res
