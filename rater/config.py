@@ -105,6 +105,15 @@ class RatingConfig:
         "How long a finished leg's record (and its idempotency results) is kept in Redis.",
         default=86_400,
     )
+    safety_net: str = _doc(
+        "What FreeSWITCH's own hangup timer (the safety net that cuts a call when the daemon "
+        "is gone) follows: 'reserved' moves it with every chunk reserved, so no call outruns "
+        "its money even with the daemon down (a daemon outage longer than a chunk ends the "
+        "calls); 'authorized' sets it once at the call's authorized length, so calls outlive "
+        "an outage, but concurrent calls of one account may then together spend more than "
+        "its funds (each was promised the same money).",
+        default="reserved",
+    )
     channel_sync_interval: float = _doc(
         "Seconds between checks of each node's channels against the live legs: a leg whose "
         "channel is gone is settled, a parked channel nobody decided is decided.",
@@ -333,6 +342,8 @@ def validate(cfg: Config) -> None:
              f"rating.hangup_causes.{reason}", f"{cause!r} is not a FreeSWITCH hangup cause")
     need(r.leg_ttl_seconds >= 60, "rating.leg_ttl_seconds", "must be at least 60")
     need(r.channel_sync_interval > 0, "rating.channel_sync_interval", "must be positive")
+    need(r.safety_net in ("reserved", "authorized"), "rating.safety_net",
+         "must be reserved or authorized")
     sr = cfg.switch_records
     need(sr.source in ("postgres", "none"), "switch_records.source", "must be postgres or none")
     need(sr.table.replace("_", "").isalnum() and not sr.table[:1].isdigit(),

@@ -199,7 +199,8 @@ class Daemon:
             live = self.handler.legs.get(uuid)
             if live is not None:
                 self.handler.legs.cancel_timers(live)  # their safety net stays armed
-        self.handler.wait_for_commits(max(0.0, deadline - time.monotonic()))
+        if not self.handler.wait_for_commits(max(0.0, deadline - time.monotonic())):
+            self.handler.stop_commits()
         for link in self.nodes.values():
             link.events.stop(timeout=1.0)
             link.commands.stop(timeout=1.0)

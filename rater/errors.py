@@ -51,6 +51,12 @@ class LedgerError(RaterError):
     """The Redis ledger refused or could not run an operation."""
 
 
+class LedgerBusy(LedgerError):
+    """Redis answered but cannot run the script now (a read-only replica during a
+    failover, out of memory, busy with another script, a cluster slot moving): worth
+    retrying, unlike a script error."""
+
+
 class UnknownAccount(LedgerError):
     """No such account in the snapshot or in Redis."""
 

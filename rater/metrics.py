@@ -33,6 +33,9 @@ class Metrics:
         self.commits = Counter(
             "rater_commits", "Legs settled, by settlement (final, switch_record, unanswered, "
             "as_reserved).", ["settlement"], registry=r)
+        self.commit_failures = Counter(
+            "rater_commit_failures", "Commits given up after repeated script errors (the "
+            "leg stays live in Redis and is settled again at the next start).", registry=r)
         self.channel_sync = Counter(
             "rater_channel_sync", "What the check of the nodes' channels found and did: "
             "gone (a leg whose channel ended unseen), parked (a parked channel nobody had "

@@ -27,14 +27,23 @@ def test_plain_prepaid_call(world):
     uuid = world.call(P1, UK, duration=3.2)
     ch = world.wait(uuid)
     assert ch.cause == "NORMAL_CLEARING"
-    # one command: the safety net and variables, then the transfer (1.00 at 10000/s = 100 s;
-    # the net at 101 s)
-    assert [c for _, c in ch.commands if c.startswith("uuid_")] == [
+    # one command: the variables and the safety net, then the transfer (1.00 at 10000/s =
+    # 100 s allowed; the net at the end of the first 2 s chunk, +1 s)
+    commands = [c for _, c in ch.commands]
+    moved_at = ch.commands[-1][0]  # when the switch got the move (µs)
+    assert commands[0] == (
         f"uuid_transfer {uuid} 'set:rater_max_seconds=100,set:rater_account={P1},"
-        f"set:execute_on_answer=sched_hangup +101 ALLOTTED_TIMEOUT,"
-        f"transfer:{UK} XML rated' inline"]
+        f"set:execute_on_answer=sched_hangup +3 ALLOTTED_TIMEOUT,"
+        f"transfer:{UK} XML rated' inline")
     assert ch.transfers[-1] == (UK, "XML", "rated")
-    assert ch.executed_on_answer == ["sched_hangup +101 ALLOTTED_TIMEOUT"]
+    assert ch.executed_on_answer == ["sched_hangup +3 ALLOTTED_TIMEOUT"]
+    # the second chunk (2-4 s, reserved 0.5 s before the first ends) moves the net to 4 s
+    # after the answer, +1 (2.5 s from then on a quick machine, rounded up, +1 = 4)
+    # (the daemon counts from a moment before the switch got it: maybe one more)
+    net = -(-(ch.answered_us + 4_000_000 - moved_at) // 1_000_000) + 1
+    assert commands[1] == f"sched_del {uuid}"
+    assert commands[2] in {f"sched_hangup +{n} {uuid} ALLOTTED_TIMEOUT" for n in (net, net + 1)}
+    assert len(commands) == 3
     world.settle()
     # 4 s billed at 10000/s = 40000
     assert world.balance(P1) == 1_000_000 - 40_000
@@ -179,9 +188,9 @@ def test_a_call_answered_before_it_parked_is_billed_and_netted_from_its_answer(w
     uuid = world.call(P1, UK, duration=2.6, answer_first=True)
     ch = world.wait(uuid)
     [admit] = [c for _, c in ch.commands if c.startswith("uuid_transfer")]
-    # 1.00 at 10000/s = 100 s from the answer; the net at 101 s, minus the whole seconds
-    # already talked when it was armed (0, or 1 across a second boundary)
-    assert re.search(r",sched_hangup:\+(101|100) ALLOTTED_TIMEOUT,transfer:", admit), admit
+    # the net at the end of the first 2 s chunk from the answer, +1 s, minus the whole
+    # seconds already talked when it was armed (0, or 1 across a second boundary)
+    assert re.search(r",sched_hangup:\+(3|2) ALLOTTED_TIMEOUT,transfer:", admit), admit
     assert "execute_on_answer" not in admit
     world.settle()
     doc = world.cdr(uuid)

@@ -246,7 +246,7 @@ def test_a_commit_during_a_redis_outage_lands_once_redis_is_back(cfg, database_u
             proxy.cut()
             world.wait(uuid)
             # the commit fails and is retried in the background
-            wait_until(lambda: world.daemon.handler._pending_commits, what="a commit retried")
+            wait_until(lambda: world.daemon.handler._retrying, what="a commit retried")
             time.sleep(1.0)
             proxy.restore()
             assert world.daemon.handler.wait_for_commits(30)

@@ -130,9 +130,9 @@ def test_answer_time_read_from_a_captured_uuid_dump():
 
 
 def test_variables_and_transfer_in_one_inline_command():
+    net = "sched_hangup +121 ALLOTTED_TIMEOUT"
     line = c.uuid_transfer_inline(
-        "u1", {"rater_max_seconds": "120", "execute_on_answer": "sched_hangup +121 ALLOTTED_TIMEOUT"},
-        "447700900123", "rated")
+        "u1", {"rater_max_seconds": "120", "execute_on_answer": net}, "447700900123", "rated")
     assert line == ("uuid_transfer u1 'set:rater_max_seconds=120,"
                     "set:execute_on_answer=sched_hangup +121 ALLOTTED_TIMEOUT,"
                     "transfer:447700900123 XML rated' inline")

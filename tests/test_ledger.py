@@ -458,7 +458,7 @@ def test_ledger_keeps_connections_and_drops_one_interrupted_mid_command(redis_ur
     seed(client, CUSTOMER, 10_000_000)
     p = plan(level(CUSTOMER, RETAIL))
     assert led.authorize("keep-1", p, cap_seconds=600).allowed
-    (conn,) = led._calls._idle  # kept for the next script, not given back to the pool
+    ((_, conn),) = led._calls._idle  # kept for the next script, not given back to the pool
     assert conn._sock is not None
 
     def interrupted(*_args, **_kwargs):
@@ -471,6 +471,40 @@ def test_ledger_keeps_connections_and_drops_one_interrupted_mid_command(redis_ur
     assert conn._sock is None  # disconnected: the reply it was waiting for went with it
     res = led.reserve(led.leg_keys("keep-1", p), 1, 30)  # reconnects; the replay is harmless
     assert res.status == "ok" and res.granted_seconds == 30
+    client.close()
+
+
+def test_ledger_gives_idle_connections_back_to_the_pool_and_its_checks(redis_url: str):
+    """A connection the server closed while the ledger kept it idle is not used blind: it
+    goes back to the pool, whose check reconnects it, so even with no retry at all the next
+    script succeeds. And the ledger never keeps more than a quarter of the pool."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from rater.config import RedisConfig
+    from rater.redis_client import make_redis
+
+    client = make_redis(RedisConfig(url=redis_url, pool_size=8))
+    led = Ledger(client, KS, leg_ttl_seconds=3600)
+    led._calls._retry = Retry(NoBackoff(), 0)  # a failed script is not tried again
+    led._calls.IDLE_RETURN = 0.0  # every kept connection counts as idle at once
+    seed(client, CUSTOMER, 10_000_000)
+    p = plan(level(CUSTOMER, RETAIL))
+    assert led.authorize("idle-1", p, cap_seconds=600).allowed
+    assert led._calls.kept == 1
+    admin = redis.Redis.from_url(redis_url)
+    assert admin.client_kill_filter(_type="normal", skipme=True) >= 1  # the server hangs up
+    admin.close()
+    assert led.reserve(led.leg_keys("idle-1", p), 1, 30).granted_seconds == 30
+
+    led._calls.IDLE_RETURN = 60.0
+    threads = [threading.Thread(target=led.authorize, args=(f"idle-c{i}", p),
+                                kwargs={"cap_seconds": 600}) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert led._calls.kept <= 8 // 4
     client.close()
 
 
@@ -488,3 +522,34 @@ def test_redis_connection_idle_check_sees_a_dirty_connection(redis_url: str):
     conn.disconnect()
     client.connection_pool.release(conn)
     client.close()
+
+
+def test_a_read_only_redis_is_busy_not_broken(redis_url: str, ledger: Ledger):
+    """During a failover the old primary turns replica and refuses writes (READONLY): the
+    ledger says "not now" (LedgerBusy, retried) rather than "failed" (a script error)."""
+    from rater.errors import LedgerBusy
+
+    r = redis.Redis.from_url(redis_url)
+    seed(r, CUSTOMER, 10_000_000)
+    r.execute_command("REPLICAOF", "127.0.0.1", "1")  # a primary that is not there
+    try:
+        with pytest.raises(LedgerBusy, match="cannot run it now"):
+            ledger.authorize("ro-1", plan(level(CUSTOMER, RETAIL)), cap_seconds=600)
+    finally:
+        r.execute_command("REPLICAOF", "NO", "ONE")
+    assert ledger.authorize("ro-1", plan(level(CUSTOMER, RETAIL)), cap_seconds=600).allowed
+    r.close()
+
+
+def test_a_script_error_is_a_ledger_error_not_busy(redis_url: str, ledger: Ledger):
+    from rater.errors import LedgerBusy, LedgerError
+
+    r = redis.Redis.from_url(redis_url)
+    seed(r, CUSTOMER, 10_000_000)
+    p = plan(level(CUSTOMER, RETAIL))
+    assert ledger.authorize("bad-1", p, cap_seconds=600).allowed
+    r.hset(KS.leg(TAG, "bad-1"), "plan", "not msgpack")  # a corrupt leg
+    with pytest.raises(LedgerError) as info:
+        ledger.commit(ledger.leg_keys("bad-1", p), "bad-1", 10)
+    assert not isinstance(info.value, LedgerBusy)
+    r.close()

@@ -6,6 +6,7 @@ from rater.calls.leg import (
     Admit,
     Adopted,
     Answered,
+    ArmNet,
     AuthDecided,
     Authorize,
     CancelTimers,
@@ -43,7 +44,9 @@ def test_full_call_reserves_in_chunks_then_commits_from_timestamps():
     assert leg.handle(Answered(T0)) == [Reserve(1, 60)]
     assert leg.handle(Reserved("ok", 60)) == [HangupAt(None), ScheduleReserve(55.0)]
     assert leg.handle(ReserveDue()) == [Reserve(2, 120)]
-    assert leg.handle(Reserved("ok", 120)) == [HangupAt(None), ScheduleReserve(115.0)]
+    # the safety net follows what is reserved (the admit put it at the first chunk's end)
+    assert leg.handle(Reserved("ok", 120)) == [ArmNet(120), HangupAt(None),
+                                               ScheduleReserve(115.0)]
     # hung up after 65.2 s of talk: billed from billmsec, rounded up → 66
     actions = leg.handle(HungUp(T0, T0 + 65_200_000, 65_200, "NORMAL_CLEARING", 1_000_000))
     assert actions == [
@@ -125,7 +128,7 @@ def test_reservations_stop_at_the_authorized_maximum():
     leg.handle(Answered(T0))
     leg.handle(Reserved("ok", 60))
     assert leg.handle(ReserveDue()) == [Reserve(2, 90)]
-    assert leg.handle(Reserved("ok", 90)) == [HangupAt(89.5)]
+    assert leg.handle(Reserved("ok", 90)) == [ArmNet(90), HangupAt(89.5)]
     assert leg.handle(ReserveDue()) == []
 
 
@@ -136,7 +139,8 @@ def test_reservation_error_retries_the_same_operation_until_the_paid_end():
     assert leg.handle(ReserveDue()) == [Reserve(2, 120)]
     assert leg.handle(Reserved("error", 60)) == [RetryReserve(1.0), HangupAt(59.5)]
     assert leg.handle(ReserveDue()) == [Reserve(2, 120)]  # same seq → same op id
-    assert leg.handle(Reserved("ok", 120)) == [HangupAt(None), ScheduleReserve(115.0)]
+    assert leg.handle(Reserved("ok", 120)) == [ArmNet(120), HangupAt(None),
+                                               ScheduleReserve(115.0)]
 
 
 def test_first_reservation_error_keeps_a_short_grace():

@@ -123,7 +123,7 @@ class NodeCheck:
                     handler.submit(uuid, L.Vanished())
                     report.gone += 1
                 continue
-            if row.parked and live.admit_failed:
+            if (row.parked and live.admit_failed) or live.net_behind:
                 handler.submit(uuid, Readmit())
                 report.readmit += 1
             elif live.leg.state is L.LegState.ADMITTED and row.answered and (

@@ -8,13 +8,16 @@ events (a timer firing, adoption after a restart).
 
 from __future__ import annotations
 
+import enum
 import logging
+import math
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import gevent
+import gevent.pool
 import redis
 
 from rater.backoff import Backoff
@@ -23,7 +26,7 @@ from rater.calls.registry import LegRegistry, LiveLeg
 from rater.calls.switch_records import NoSwitchRecords, SwitchRecords
 from rater.clock import Clock, SystemClock
 from rater.config import Config, hangup_cause
-from rater.errors import CommandFailed, LedgerError, SwitchError
+from rater.errors import CommandFailed, LedgerBusy, LedgerError, SwitchError
 from rater.ledger.client import Ledger
 from rater.metrics import Metrics
 from rater.rating.chain import Refusal, resolve_leg
@@ -32,6 +35,8 @@ log = logging.getLogger(__name__)
 
 # Hangup cause when the rater ends a call at the end of its paid time.
 CUT_OFF_CAUSE = "ALLOTTED_TIMEOUT"
+# A commit whose script fails (not Redis being unreachable) is tried this often in all.
+SCRIPT_ERROR_ATTEMPTS = 5
 # A leg that ended unseen looks for the switch's record of it this often.
 RECORD_RETRY = 5.0
 # After an adoption starts, hangups of legs this process does not know yet are kept this
@@ -42,12 +47,14 @@ ADOPTION_WINDOW = 60.0
 class SwitchControl(Protocol):
     """What the handler needs from one FreeSWITCH node (rater.calls.switch implements it)."""
 
-    def admit(self, uuid: str, max_seconds: int, destination: str, context: str,
+    def admit(self, uuid: str, net_seconds: int, destination: str, context: str,
               variables: dict[str, str], answered_usec: int = 0) -> None: ...
 
     def hangup(self, uuid: str, cause: str) -> None: ...
 
     def exists(self, uuid: str) -> bool: ...
+
+    def arm_net(self, uuid: str, seconds: int) -> None: ...
 
 
 @dataclass(slots=True)  # not frozen: built for every event, and frozen inits cost 6x
@@ -80,7 +87,8 @@ class FindRecordDue:
 
 @dataclass(frozen=True, slots=True)
 class Readmit:
-    """A leg's admit did not reach the switch and its channel is still parked: send it."""
+    """What the switch should have and did not get: the admit of a leg whose channel is
+    still parked, or the safety net of a leg whose last move failed. Send it again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +101,12 @@ class AdoptLeg:
     keys: list[str]
     adopted: L.Adopted
     on_switch: bool
+
+
+class _Outcome(enum.Enum):
+    DONE = "done"        # committed, or refused for good (a replay, an unknown leg)
+    RETRY = "retry"      # Redis unreachable or busy: try again until it answers
+    FAILED = "failed"    # the script failed: try again a few times, then give up
 
 
 # Timer events carry no data: one instance each serves every leg.
@@ -125,7 +139,8 @@ class CallHandler:
         self.records = records or NoSwitchRecords()
         self.legs = LegRegistry(cfg.rating.debit_interval, cfg.rating.reserve_ahead)
         self.accepting = True
-        self._pending_commits: set[gevent.Greenlet] = set()
+        self._retries = gevent.pool.Group()  # commits tried again in the background
+        self._retrying: dict[str, L.Commit] = {}
         self._unclaimed: OrderedDict[str, tuple[float, L.HungUp]] = OrderedDict()
         self._keep_unclaimed_until = 0.0
 
@@ -164,6 +179,8 @@ class CallHandler:
             if live.admit_failed and live.leg.state in (L.LegState.ADMITTED,
                                                         L.LegState.TALKING):
                 self._admit(uuid, live, live.leg.max_seconds, live.leg.answered_usec)
+            elif live.net_behind and live.leg.state is L.LegState.TALKING:
+                self._arm_net(uuid, live, live.leg.net_at)
             return
         else:
             events = [item]  # type: ignore[list-item]
@@ -241,6 +258,8 @@ class CallHandler:
                                     _RESERVE_DUE)
             case L.RetryReserve():
                 self._reserve_timer(uuid, live, action.delay, _RESERVE_DUE)
+            case L.ArmNet():
+                self._arm_net(uuid, live, action.at_seconds)
             case L.HangupAt():
                 delay = None if action.at_seconds is None else self._until(live, action.at_seconds)
                 self.legs.set_hangup_timer(live, delay, self.submit, uuid, _CUT_OFF)
@@ -292,10 +311,11 @@ class CallHandler:
         if not live.admit_failed:
             self.metrics.calls_authorized.inc()
         variables = {"rater_max_seconds": str(max_seconds), "rater_account": live.account}
+        net = max_seconds if self.cfg.rating.safety_net == "authorized" else live.leg.first_net()
         # A switch that did not answer keeps the call parked: the channel sync sends the
         # admit again (Readmit) once it sees the channel still waiting in park.
         live.admit_failed = not self._switch_call(
-            live, "admit", uuid, max_seconds, live.destination,
+            live, "admit", uuid, net, live.destination,
             self.cfg.rating.transfer_context, variables, answered_usec)
         self._observe_decision(live)
 
@@ -315,6 +335,16 @@ class CallHandler:
         self.metrics.reservations.labels(res.status).inc()
         return L.Reserved(res.status, res.granted_seconds)
 
+    def _arm_net(self, uuid: str, live: LiveLeg, at_seconds: int) -> None:
+        """Move the switch's safety net to the end of what is reserved, +1 s: the switch
+        schedules in whole epoch seconds, and the daemon's own cut-off (0.5 s before the
+        paid end) must come first. So with the daemon gone a call ends within about 2 s
+        after its last reserved chunk (README: What is guaranteed)."""
+        if self.cfg.rating.safety_net != "reserved":
+            return
+        seconds = math.ceil(self._until(live, at_seconds)) + 1
+        live.net_behind = not self._switch_call(live, "arm_net", uuid, max(1, seconds))
+
     def _reserve_timer(self, uuid: str, live: LiveLeg, delay: float, item: object) -> None:
         self.legs.set_reserve_timer(live, delay, self.submit, uuid, item)
 
@@ -324,30 +354,34 @@ class CallHandler:
         self._switch_call(live, "hangup", uuid, CUT_OFF_CAUSE)
 
     def _commit(self, uuid: str, live: LiveLeg, c: L.Commit) -> None:
-        if not self._try_commit(uuid, live, c):
-            # Redis is unreachable: the commit is idempotent, so keep trying in the background.
-            g = gevent.spawn(self._commit_until_done, uuid, live, c)
-            self._pending_commits.add(g)
-            g.link(self._pending_commits.discard)
+        if self._try_commit(uuid, live, c) is not _Outcome.DONE:
+            # Redis is unreachable, or the script failed: the commit is idempotent, so it is
+            # tried again in the background (see _commit_until_done)
+            g = self._retries.spawn(self._commit_until_done, uuid, live, c)
+            g.link_exception(_log_failure)
 
-    def _try_commit(self, uuid: str, live: LiveLeg, c: L.Commit) -> bool:
+    def _try_commit(self, uuid: str, live: LiveLeg, c: L.Commit) -> _Outcome:
         try:
             res = self.ledger.commit(
                 live.keys, uuid, c.billed_seconds, hangup_cause=c.cause,
                 created_usec=c.created_usec, answered_usec=c.answered_usec,
                 hangup_usec=c.hangup_usec, settlement=c.settlement,
             )
-        except (redis.RedisError, LedgerError) as exc:
+        except (redis.RedisError, LedgerBusy) as exc:
             self.metrics.redis_errors.inc()
             log.warning("call %s: commit failed (will retry): %s", uuid, exc)
-            return False
+            return _Outcome.RETRY
+        except LedgerError as exc:
+            self.metrics.redis_errors.inc()
+            log.error("call %s: commit script failed: %s", uuid, exc)
+            return _Outcome.FAILED
         if not res.ok:
             log.error("call %s: commit refused: %s", uuid, res.reason)
-            return True
+            return _Outcome.DONE
         self.metrics.commits.labels(c.settlement).inc()
         for level, cost in enumerate(res.level_costs):
             self.metrics.charged.labels(str(level)).inc(cost)
-        return True
+        return _Outcome.DONE
 
     def _find_record(self, uuid: str, live: LiveLeg) -> L.Event | None:
         """The switch's record of a leg that ended unseen, looked for until the wait is over."""
@@ -366,15 +400,44 @@ class CallHandler:
         return None
 
     def _commit_until_done(self, uuid: str, live: LiveLeg, c: L.Commit) -> None:
+        """Retry a commit: while Redis is unreachable or busy, until it answers; after a
+        script error, SCRIPT_ERROR_ATTEMPTS times in all. A commit given up leaves the leg
+        live in Redis, where the next start finds it ended and settles it again (from the
+        switch's record); the log line keeps everything the commit knew."""
         backoff = Backoff(0.2, 5.0, jitter=0.0, clock=self.clock)
-        while not self._try_commit(uuid, live, c):
-            gevent.sleep(backoff.next_delay())
+        failures = 1
+        self._retrying[uuid] = c
+        try:
+            while True:
+                gevent.sleep(backoff.next_delay())
+                outcome = self._try_commit(uuid, live, c)
+                if outcome is _Outcome.DONE:
+                    return
+                if outcome is _Outcome.FAILED:
+                    failures += 1
+                    if failures >= SCRIPT_ERROR_ATTEMPTS:
+                        self.metrics.commit_failures.inc()
+                        log.error("call %s: commit given up after %d script errors; the "
+                                  "leg stays live in Redis (%s)", uuid, failures, c)
+                        return
+        finally:
+            self._retrying.pop(uuid, None)
 
     def wait_for_commits(self, timeout: float) -> bool:
-        """Wait (up to `timeout`) for commits still being retried; True when none is left."""
-        pending = list(self._pending_commits)
-        done = gevent.joinall(pending, timeout=timeout)
-        return len(done) == len(pending)
+        """Wait (up to `timeout`) for commits still being retried; True when none is left.
+        At shutdown, the daemon then stops the rest (stop_commits)."""
+        return self._retries.join(timeout=timeout)
+
+    def stop_commits(self) -> int:
+        """Stop the commits still being retried; returns how many. Each leg stays live in
+        Redis: the next start finds its channel gone and settles it from the switch's
+        record, with its real times."""
+        left = dict(self._retrying)
+        for uuid, commit in left.items():
+            log.warning("call %s: commit still pending at shutdown (%s); the next start "
+                        "settles it", uuid, commit)
+        self._retries.kill(timeout=1.0)
+        return len(left)
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -420,3 +483,7 @@ class CallHandler:
 def _hung_up(ev: SwitchEvent) -> L.HungUp:
     return L.HungUp(ev.answered_usec, ev.hangup_usec, ev.billmsec, ev.hangup_cause,
                     ev.created_usec)
+
+
+def _log_failure(g: gevent.Greenlet) -> None:
+    log.error("a commit retry stopped on an unexpected error", exc_info=g.exc_info)

@@ -170,6 +170,14 @@ class HangupAt:
 
 
 @dataclass(frozen=True, slots=True)
+class ArmNet:
+    """Move the switch's safety net to `at_seconds` after the answer: the end of what is
+    now reserved (so that, with the daemon gone, the call ends where its money does)."""
+
+    at_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
 class CancelTimers:
     pass
 
@@ -191,7 +199,7 @@ class Commit:
 
 Action = (
     Authorize | Refuse | Admit | Reserve | ScheduleReserve | RetryReserve | HangupAt
-    | CancelTimers | FindRecord | Commit
+    | ArmNet | CancelTimers | FindRecord | Commit
 )
 
 # Hang up this much before the paid end so the billed duration (rounded up to whole
@@ -212,6 +220,7 @@ class Leg:
         "debit_interval",
         "granted",
         "max_seconds",
+        "net_at",
         "reserve_ahead",
         "seq",
         "state",
@@ -228,6 +237,7 @@ class Leg:
         self.seq = 0
         self.answered_usec = 0
         self.created_usec = 0
+        self.net_at = 0  # seconds after the answer the switch's safety net is at
 
     @property
     def done(self) -> bool:
@@ -287,7 +297,12 @@ class Leg:
             return []
         self.state = LegState.TALKING
         self.answered_usec = answered_usec
+        self.net_at = self.first_net()  # armed by the admit (execute_on_answer)
         return self._next_reservation()
+
+    def first_net(self) -> int:
+        """Where the admit puts the safety net: the end of the first chunk."""
+        return min(self.debit_interval, self.max_seconds)
 
     def _next_reservation(self) -> list[Action]:
         if self.state is not LegState.TALKING or self.granted >= self.max_seconds:
@@ -306,10 +321,15 @@ class Leg:
             deadline = self.granted - HANGUP_MARGIN if self.granted else RESERVE_GRACE
             return [RetryReserve(RESERVE_RETRY), HangupAt(max(0.0, deadline))]
         self.granted = max(self.granted, e.granted_seconds)
+        arm: list[Action] = []
+        if self.granted > self.net_at:
+            self.net_at = self.granted
+            arm = [ArmNet(self.granted)]
         if e.status == "ok" and self.granted < self.max_seconds:
-            return [HangupAt(None), ScheduleReserve(max(0.0, self.granted - self.reserve_ahead))]
+            return [*arm, HangupAt(None),
+                    ScheduleReserve(max(0.0, self.granted - self.reserve_ahead))]
         # short, refused, or the authorized maximum reached: end the call when paid time ends
-        return [HangupAt(max(0.0, self.granted - HANGUP_MARGIN))]
+        return [*arm, HangupAt(max(0.0, self.granted - HANGUP_MARGIN))]
 
     def _on_hungup(self, e: HungUp) -> list[Action]:
         if self.state in (LegState.FINISHED, LegState.REFUSED, LegState.NEW):
@@ -343,6 +363,8 @@ class Leg:
             return []
         self.state = LegState.TALKING
         self.answered_usec = e.answered_usec
+        # the process before this one moved the net with each chunk it reserved
+        self.net_at = self.granted or self.first_net()
         if self.granted == 0:
             return self._next_reservation()
         return [ScheduleReserve(max(0.0, self.granted - self.reserve_ahead))]

@@ -32,6 +32,8 @@ VAR_ACCOUNT = "rater_account"
 VAR_ACCOUNTCODE = "accountcode"
 VAR_DESTINATION = "rater_destination"
 RATED_DIRECTIONS = ("outbound", "inbound")
+# the cause of a call the safety net cuts (the daemon's own cut-off uses it too)
+NET_CAUSE = "ALLOTTED_TIMEOUT"
 
 # Ask the switch only for the events of rated legs: the A leg of a call the dialplan marked.
 # B legs and unrated calls never reach the daemon (mod_event_socket's `filter`: an event
@@ -143,28 +145,36 @@ class NodeLink:
 
     # --- what the call handler asks of the switch -------------------------------------------
 
-    def admit(self, uuid: str, max_seconds: int, destination: str, context: str,
+    def admit(self, uuid: str, net_seconds: int, destination: str, context: str,
               variables: dict[str, str], answered_usec: int = 0) -> None:
         """Arm the safety net, set the leg's variables and transfer the call on, in one
         command (an inline dialplan): the call never leaves park without its net.
 
         The net is `execute_on_answer=sched_hangup +N`: FreeSWITCH keeps whole epoch
-        seconds for scheduled tasks, so with N = max + 1 it fires between max and max + 2 s
-        after the answer, after the daemon's own cut-off (max - 0.5 s), only if the daemon
-        is gone. A call answered before it parked (`answered_usec`) gets the net at once,
-        counted from its answer."""
-        net = max_seconds + 1
+        seconds for scheduled tasks, so with N = net_seconds + 1 it fires between net and
+        net + 2 s after the answer, after the daemon's own cut-off (0.5 s before the paid
+        end), only if the daemon is gone. A call answered before it parked
+        (`answered_usec`) gets the net at once, counted from its answer."""
+        net = net_seconds + 1
         if answered_usec:
             talked = max(0, int(self._clock.now()) - answered_usec // 1_000_000)
-            apps = {"sched_hangup": f"+{max(1, net - talked)} ALLOTTED_TIMEOUT"}
+            apps = {"sched_hangup": f"+{max(1, net - talked)} {NET_CAUSE}"}
             values = variables
         else:
             apps = {}
-            values = {**variables,
-                      "execute_on_answer": f"sched_hangup +{net} ALLOTTED_TIMEOUT"}
+            values = {**variables, "execute_on_answer": f"sched_hangup +{net} {NET_CAUSE}"}
         self._commands_ready()
         self.commands.api(commands.uuid_transfer_inline(uuid, values, destination, context,
                                                         apps=apps))
+
+    def arm_net(self, uuid: str, seconds: int) -> None:
+        """Move the safety net to `seconds` from now: the old task removed and the new one
+        added in one write, which FreeSWITCH runs back to back."""
+        self._commands_ready()
+        replies = self.commands.api_many([commands.sched_del(uuid),
+                                          commands.sched_hangup(seconds, uuid, NET_CAUSE)])
+        for reply in replies:
+            reply.result()
 
     def hangup(self, uuid: str, cause: str) -> None:
         self._commands_ready()

@@ -14,6 +14,7 @@ a restarted daemon) returns that result and changes nothing.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from rater.clock import Clock, SystemClock
-from rater.errors import LedgerError
+from rater.errors import LedgerBusy, LedgerError
 from rater.ledger.keys import KeySpace
 from rater.ledger.scripts import register_scripts
 from rater.money import div_half_up
@@ -121,6 +122,16 @@ class BucketState:
     seconds_held: int
     period_no: int
     cap_seconds: int
+    closed: bool = False
+
+    @property
+    def used_seconds(self) -> int:
+        """Seconds of this period used up: consumed, or held by calls in progress (they
+        keep them even if the order ends now)."""
+        if self.closed:
+            return self.cap_seconds
+        spent = self.cap_seconds - self.seconds_left + self.seconds_held
+        return min(max(spent, 0), self.cap_seconds)
 
 
 def effective_price_per_min(t: Tariff) -> int:
@@ -288,12 +299,13 @@ class Ledger:
         return AccountState(int(bal), int(held or 0), int(ch or 0))
 
     def bucket_state(self, tag: str, order_id: str) -> BucketState | None:
-        left, held, period, cap = self.redis.hmget(
-            self.keys.bucket(tag, order_id), "left", "held", "period", "cap"
+        left, held, period, cap, closed = self.redis.hmget(
+            self.keys.bucket(tag, order_id), "left", "held", "period", "cap", "closed"
         )
         if left is None:
             return None
-        return BucketState(int(left), int(held or 0), int(period or 0), int(cap or 0))
+        return BucketState(int(left), int(held or 0), int(period or 0), int(cap or 0),
+                           closed is not None)
 
     def leg_record(self, tag: str, uuid: str) -> LegRecord | None:
         """What a restarted daemon needs to adopt a leg, or None when it is unknown."""
@@ -327,7 +339,11 @@ class Ledger:
             except redis.exceptions.NoScriptError:  # a restarted Redis, or SCRIPT FLUSH
                 script.sha = self.redis.script_load(script.script)
                 result = self._calls.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except _BUSY_ERRORS as exc:
+            raise LedgerBusy(f"ledger script {name}: Redis cannot run it now: {exc}") from exc
         except redis.ResponseError as exc:
+            if str(exc).startswith(_BUSY_PREFIXES):
+                raise LedgerBusy(f"ledger script {name}: Redis cannot run it now: {exc}") from exc
             raise LedgerError(f"ledger script {name} failed: {exc}") from exc
         return _text(result)
 
@@ -341,23 +357,44 @@ class _Calls:
     redis-py's per-command path (take a connection from the pool, check it is clean, record
     observability data, release it) costs about as much CPU as the command's own round trip;
     the ledger runs several scripts per call, so it keeps the connections it took in a LIFO
-    list instead (up to half the pool; more are given back). A connection that fails, or is
-    interrupted mid-command (a timeout, a killed greenlet), is disconnected before reuse, so
-    no reply can be read by the wrong caller. Connection errors and timeouts are retried
-    with the pool's Retry policy: every ledger script is idempotent by operation id.
+    list instead. It keeps at most a quarter of the pool, and only while they are busy: a
+    connection idle for `IDLE_RETURN` seconds goes back to the pool, whose checks (a closed
+    socket, data left over, the health-check PING) it then passes again before anyone uses
+    it. A connection that fails, or is interrupted mid-command (a timeout, a killed
+    greenlet), is disconnected before reuse, so no reply can be read by the wrong caller;
+    after a connection error every kept one is given back (the server may have restarted).
+    Connection errors and timeouts are retried with the pool's Retry policy: every ledger
+    script is idempotent by operation id.
     """
+
+    IDLE_RETURN = 1.0
 
     def __init__(self, client: redis.Redis) -> None:
         self._pool = client.connection_pool
-        self._idle: list[Any] = []
-        self._keep = max(1, getattr(self._pool, "max_connections", 2) // 2)
+        self._idle: list[tuple[float, Any]] = []  # (kept since, connection), newest last
+        self._keep = max(1, getattr(self._pool, "max_connections", 4) // 4)
         self._retry = client.get_retry() or Retry(NoBackoff(), 0)
+
+    @property
+    def kept(self) -> int:
+        """Connections kept out of the pool now."""
+        return len(self._idle)
 
     def call(self, *args: Any) -> Any:
         return self._retry.call_with_retry(lambda: self._once(args), _no_op)
 
+    def _take(self) -> Any:
+        idle = self._idle
+        if idle:
+            now = time.monotonic()
+            while idle and now - idle[0][0] > self.IDLE_RETURN:  # oldest first
+                self._pool.release(idle.pop(0)[1])
+            if idle:
+                return idle.pop()[1]
+        return self._pool.get_connection()
+
     def _once(self, args: tuple) -> Any:
-        conn = self._idle.pop() if self._idle else self._pool.get_connection()
+        conn = self._take()
         try:
             send = getattr(conn, "send_packed_bytes", None)
             if send is not None and _pack is not None:
@@ -368,17 +405,24 @@ class _Calls:
         except redis.ResponseError:
             self._put(conn)  # the whole reply was read: the connection is clean
             raise
-        except BaseException:
+        except BaseException as exc:
             conn.disconnect()  # state unknown: reconnect on next use
-            self._put(conn)
+            self._pool.release(conn)
+            if isinstance(exc, redis.ConnectionError):
+                self._give_back_all()
             raise
         self._put(conn)
         return reply
 
     def _put(self, conn: Any) -> None:
         if len(self._idle) < self._keep:
-            self._idle.append(conn)
+            self._idle.append((time.monotonic(), conn))
         else:
+            self._pool.release(conn)
+
+    def _give_back_all(self) -> None:
+        idle, self._idle = self._idle, []
+        for _, conn in idle:
             self._pool.release(conn)
 
 
@@ -386,6 +430,12 @@ try:  # hiredis packs in C what redis-py packs in Python (same bytes for str, in
     from hiredis import pack_command as _pack
 except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
     _pack = None
+
+
+# Replies that say "not now" rather than "never" (redis-py types some, not BUSY/MASTERDOWN).
+_BUSY_ERRORS = (redis.exceptions.ReadOnlyError, redis.exceptions.OutOfMemoryError,
+                redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)
+_BUSY_PREFIXES = ("BUSY", "MASTERDOWN", "NOREPLICAS", "CLUSTERDOWN", "LOADING")
 
 
 def _no_op(_error: Exception) -> None:

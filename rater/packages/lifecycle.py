@@ -471,9 +471,8 @@ def terminate(env: Env, order_id: str, *, now: datetime | None = None) -> Termin
                     for c in level_charges(product, chain, opt_ins_of(conn, product, path))]
         bucket = env.ledger.bucket_state(tag, o.id)
         used_seconds = o.used_seconds
-        if bucket is not None:
-            used_seconds = min(max(bucket.cap_seconds - bucket.seconds_left, 0),
-                               bucket.cap_seconds)
+        if bucket is not None:  # seconds held by calls in progress count as used: they
+            used_seconds = bucket.used_seconds  # keep them after the order ends
         days_used = started_days(o.period_start, now)
         used = used_fraction(
             product.charge_type, days_used=days_used,

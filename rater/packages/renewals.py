@@ -203,7 +203,7 @@ def _release(
     bucket = env.ledger.bucket_state(tag, o.id)
     used = None
     if bucket is not None and bucket.period_no == o.period_no:
-        used = min(max(bucket.cap_seconds - bucket.seconds_left, 0), bucket.cap_seconds)
+        used = bucket.used_seconds
     op_id = f"release:{o.id}"
     payload = {"order": o.id, "period_no": o.period_no, "reason": reason,
                "released_at": iso_time(at)}

@@ -45,11 +45,19 @@ for _, E in ipairs(entries) do
 end
 for _, B in ipairs(bops) do
   if B.act == 'open' or B.act == 'renew' then
-    -- a renewal resets the free seconds; seconds held by live calls stay held
-    redis.call('HSET', B.key, 'left', B.cap, 'cap', B.cap, 'period', B.period)
-    redis.call('HSETNX', B.key, 'held', '0')
+    -- a new period: all its seconds free. Seconds live calls held in the old period stay
+    -- theirs (each leg banks them, commit.lua) but leave this period's counters.
+    redis.call('HSET', B.key, 'left', B.cap, 'cap', B.cap, 'period', B.period, 'held', '0')
+    redis.call('HDEL', B.key, 'closed')
   elseif B.act == 'close' then
-    redis.call('DEL', B.key)
+    -- ended: no new call gets its seconds; the seconds calls in progress hold stay
+    -- theirs (the refund counted them as used), and the key goes with the last of them
+    local held = num(redis.call('HGET', B.key, 'held'))
+    if held > 0 then
+      redis.call('HSET', B.key, 'left', int(held), 'closed', '1')
+    else
+      redis.call('DEL', B.key)
+    end
   end
 end
 local entry = '{"op":"money","id":' .. jstr(ARGV[1]) .. ',"at":' .. int(num(ARGV[2])) ..

@@ -17,21 +17,32 @@ local uuid = ARGV[10]
 
 local charges, usage, ledger, costs = {}, {}, {}, {}
 local total = 0
+
+local function add_usage(L, j, period, seconds)
+  if seconds > 0 then
+    usage[#usage + 1] = '{"order":' .. jstr(L.b[j]) .. ',"account":' .. jstr(L.a) ..
+      ',"period":' .. int(num(period)) .. ',"seconds":' .. int(seconds) .. '}'
+  end
+end
 for l = 1, #levels do
   local L, D = levels[l], dyn.lv[l]
   local akey = KEYS[3 + l]
   local s = charged(L, billed)
   local rest = s
-  local use = {}
-  for j = 1, #L.b do
+  local banked, use, extra = {}, {}, {}
+  for j = 1, #L.b do  -- what this leg reserved: banked seconds of an earlier period first
+    holds(L, D, j)
+    banked[j] = math.min(D.U[j], rest)
+    rest = rest - banked[j]
     use[j] = math.min(D.F[j], rest)
     rest = rest - use[j]
   end
   for j = 1, #L.b do  -- ran past what was reserved: more package seconds if there are any
-    if rest <= 0 then break end
-    local u = math.min(bucket_avail(KEYS[L.bk[j]]), rest)
-    use[j] = use[j] + u
-    rest = rest - u
+    extra[j] = 0
+    if rest > 0 then
+      extra[j] = math.min(bucket_avail(KEYS[L.bk[j]]), rest)
+      rest = rest - extra[j]
+    end
   end
   local money = money_due(L, rest)
   redis.call('HINCRBY', akey, 'bal', int(-money))
@@ -39,14 +50,27 @@ for l = 1, #levels do
   redis.call('HINCRBY', akey, 'ch', -1)
   for j = 1, #L.b do
     local bkey = KEYS[L.bk[j]]
-    if redis.call('EXISTS', bkey) == 1 then
-      if use[j] ~= 0 then redis.call('HINCRBY', bkey, 'left', int(-use[j])) end
-      if D.F[j] ~= 0 then redis.call('HINCRBY', bkey, 'held', int(-D.F[j])) end
-      if use[j] > 0 then
-        local period = redis.call('HGET', bkey, 'period') or int(L.bp[j])
-        usage[#usage + 1] = '{"order":' .. jstr(L.b[j]) .. ',"account":' .. jstr(L.a) ..
-          ',"period":' .. int(num(period)) .. ',"seconds":' .. int(use[j]) .. '}'
+    local b = redis.call('HMGET', bkey, 'period', 'closed')
+    local period = b[1] and num(b[1])  -- nil: the bucket is gone (released)
+    local own = period == D.FP[j]       -- this leg's holds F are in the bucket's counters
+    if own then
+      if use[j] + extra[j] ~= 0 then
+        redis.call('HINCRBY', bkey, 'left', int(-(use[j] + extra[j])))
       end
+      if D.F[j] ~= 0 then
+        local held = redis.call('HINCRBY', bkey, 'held', int(-D.F[j]))
+        if b[2] and held <= 0 then redis.call('DEL', bkey) end  -- closed and now unheld
+      end
+    elseif period and extra[j] ~= 0 then
+      redis.call('HINCRBY', bkey, 'left', int(-extra[j]))
+    end
+    -- usage rows, each in the period its seconds were held in
+    add_usage(L, j, D.UP[j] or D.FP[j], banked[j])
+    if own then
+      add_usage(L, j, period, use[j] + extra[j])
+    else
+      add_usage(L, j, D.FP[j], use[j])
+      if period then add_usage(L, j, period, extra[j]) end
     end
   end
   if l == 1 then total = money end

@@ -55,12 +55,26 @@ local function max_billed(L, funds, free)
   return L.incl + L.init + math.floor((s - L.init) / L.inc) * L.inc
 end
 
+-- free seconds a bucket can still give: none once it is closed (a terminated order kept
+-- only for the seconds calls in progress still hold)
 local function bucket_avail(bkey)
-  local v = redis.call('HMGET', bkey, 'left', 'held')
-  if not v[1] then return 0 end
+  local v = redis.call('HMGET', bkey, 'left', 'held', 'closed')
+  if not v[1] or v[3] then return 0 end
   local a = num(v[1]) - num(v[2])
   if a < 0 then return 0 end
   return a
+end
+
+-- A leg's package seconds per bucket j of a level D: F[j] held in the bucket's period
+-- FP[j] (counted in the bucket's `held`), U[j] banked from an earlier period of the same
+-- order (a renewal came meanwhile: no longer in the bucket's counters), UP[j] its period.
+-- Legs recorded before FP/U existed default to the period of authorization.
+local function holds(L, D, j)
+  D.FP = D.FP or {}
+  D.U = D.U or {}
+  D.UP = D.UP or {}
+  if D.FP[j] == nil then D.FP[j] = L.bp[j] end
+  if D.U[j] == nil then D.U[j] = 0 end
 end
 
 local function jstr(s) return cjson.encode(s or '') end

@@ -71,7 +71,17 @@ for l = 1, n do
   local s_new, takes, p_new, m_new = need(l, granted)
   for j = 1, #L.b do
     if takes[j] > 0 then
-      redis.call('HINCRBY', KEYS[L.bk[j]], 'held', int(takes[j]))
+      local bkey = KEYS[L.bk[j]]
+      holds(L, D, j)
+      local period = num(redis.call('HGET', bkey, 'period'))
+      if period ~= D.FP[j] then
+        -- renewed since this leg's last hold: those seconds belong to the old period
+        D.U[j] = D.U[j] + D.F[j]
+        D.UP[j] = D.FP[j]
+        D.F[j] = 0
+        D.FP[j] = period
+      end
+      redis.call('HINCRBY', bkey, 'held', int(takes[j]))
       D.F[j] = D.F[j] + takes[j]
     end
   end
