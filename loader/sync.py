@@ -42,7 +42,7 @@ from rater.ledger.client import Ledger
 from rater.ledger.keys import KeySpace
 from rater.rating.snapshot import build_snapshot, read_header
 from rater.rating.snapshot_store import current_version, publish
-from rater.redis_client import keyspace_of
+from rater.redis_client import keyspace_of, make_redis
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +92,11 @@ class SyncResult:
 
 
 def redis_client(cfg: Config) -> redis_lib.Redis:
-    """A binary-safe Redis client for the loader (snapshot blobs are bytes)."""
-    pool = redis_lib.BlockingConnectionPool.from_url(
-        cfg.redis.url, max_connections=4, timeout=cfg.redis.pool_timeout,
-        # A large blob takes longer than a ledger command to write.
-        socket_timeout=max(cfg.redis.socket_timeout, 30.0),
-        socket_connect_timeout=cfg.redis.socket_timeout,
-    )
-    return redis_lib.Redis(connection_pool=pool)
+    """A binary-safe Redis client for the loader (snapshot blobs are bytes), opened the
+    project's one way (a Sentinel URL included); a large blob takes longer than a ledger
+    command to write, hence the longer socket timeout."""
+    return make_redis(cfg.redis, max_connections=4,
+                      socket_timeout=max(cfg.redis.socket_timeout, 30.0))
 
 
 def check_shards(rds: redis_lib.Redis, keyspace: KeySpace) -> None:

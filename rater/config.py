@@ -37,7 +37,11 @@ def _doc(text: str, **kw: Any) -> Any:
 
 @dataclass(frozen=True)
 class RedisConfig:
-    url: str = _doc("Redis URL (env RATER_REDIS_URL wins).", default="redis://127.0.0.1:6379/0")
+    url: str = _doc(
+        "Redis URL (env RATER_REDIS_URL wins): redis://, rediss://, unix://, or "
+        "redis+sentinel://host[:port][,host[:port]...]/<service>[/<db>] to follow the primary "
+        "that Redis Sentinel names (a failover is followed within a second).",
+        default="redis://127.0.0.1:6379/0")
     shards: int = _doc(
         "Hash-tag shards for account trees; fixed for the life of a deployment "
         "(each shard has one outbox stream).",
@@ -47,6 +51,36 @@ class RedisConfig:
     socket_timeout: float = _doc("Seconds before a Redis command is abandoned.", default=2.0)
     pool_timeout: float = _doc("Seconds to wait for a free pooled connection.", default=2.0)
     key_prefix: str = _doc("Prefix of every key this product writes.", default="rt")
+
+    def sentinel(self) -> tuple[list[tuple[str, int]], str, int, str | None, str | None] | None:
+        """For `redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db]`
+        (the port defaults to 26379): (Sentinel addresses, service name, database, user,
+        password); the user and password are the Redis servers', Sentinels are asked
+        without. None for any other URL; ValueError names what is wrong."""
+        from urllib.parse import unquote
+
+        parts = urlsplit(self.url)
+        if parts.scheme != "redis+sentinel":
+            return None
+        if parts.query or parts.fragment:
+            raise ValueError("a redis+sentinel:// URL takes no ?query or #fragment")
+        userinfo, _, hostlist = parts.netloc.rpartition("@")
+        user, _, password = userinfo.partition(":") if userinfo else ("", "", "")
+        hosts: list[tuple[str, int]] = []
+        for item in hostlist.split(","):
+            item = item.strip()
+            host, port = item, ""
+            if ":" in item and not item.endswith("]"):  # [v6] alone has no port
+                host, _, port = item.rpartition(":")
+            host = host.strip("[]")
+            if not host or (port and not port.isdigit()) or not 0 < int(port or 26379) < 65536:
+                raise ValueError(f"{item!r} is not a Sentinel host[:port]")
+            hosts.append((host, int(port or 26379)))
+        path = [p for p in parts.path.split("/") if p]
+        if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+            raise ValueError("a redis+sentinel:// URL ends with /<service name>[/<db>]")
+        db = int(path[1]) if len(path) == 2 else 0
+        return hosts, unquote(path[0]), db, unquote(user) or None, unquote(password) or None
 
 
 @dataclass(frozen=True)
@@ -202,13 +236,11 @@ class Config:
 def mask_url(url: str) -> str:
     """Hide the password of a URL (`redis://:***@host`)."""
     parts = urlsplit(url)
-    if parts.password is None:
+    userinfo, at, hosts = parts.netloc.rpartition("@")  # hosts: one, or several (Sentinel)
+    if not at or ":" not in userinfo:
         return url
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hosts}"))
 
 
 # --- loading ---------------------------------------------------------------------------
@@ -307,8 +339,13 @@ def validate(cfg: Config) -> None:
         if not cond:
             raise ConfigError(f"{key}: {what}")
 
-    need(urlsplit(cfg.redis.url).scheme in ("redis", "rediss", "unix"), "redis.url",
-         "must be a redis://, rediss:// or unix:// URL")
+    need(urlsplit(cfg.redis.url).scheme in ("redis", "rediss", "unix", "redis+sentinel"),
+         "redis.url", "must be a redis://, rediss://, unix:// or redis+sentinel:// URL")
+    try:
+        sentinel = cfg.redis.sentinel()
+    except ValueError as exc:
+        raise ConfigError(f"redis.url: {exc}") from None
+    del sentinel  # parsed only to name what is wrong with it
     need(1 <= cfg.redis.shards <= 16384, "redis.shards", "must be between 1 and 16384")
     need(cfg.redis.pool_size >= 2, "redis.pool_size", "must be at least 2")
     need(cfg.redis.socket_timeout > 0, "redis.socket_timeout", "must be positive")

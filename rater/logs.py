@@ -24,7 +24,18 @@ class _CallContext(logging.Filter):
         return True
 
 
+# Control characters a value from the switch may carry (an account, a DID): written
+# escaped, so that no value can forge a log line or drive the terminal.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0))}
+
+
 class PlainFormatter(logging.Formatter):
+    """One line per record (tracebacks aside): control characters in the message escaped."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = record.message.translate(_CONTROL)
+        return super().formatMessage(record)
+
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         uuid = getattr(record, "call_uuid", None)

@@ -36,6 +36,10 @@ class Metrics:
         self.commit_failures = Counter(
             "rater_commit_failures", "Commits given up after repeated script errors (the "
             "leg stays live in Redis and is settled again at the next start).", registry=r)
+        self.unbilled_legs = Counter(
+            "rater_unbilled_legs", "Legs Redis lost (a failover, a machine crash) that could "
+            "not be authorized again: their calls go unbilled (the log has the details).",
+            registry=r)
         self.channel_sync = Counter(
             "rater_channel_sync", "What the check of the nodes' channels found and did: "
             "gone (a leg whose channel ended unseen), parked (a parked channel nobody had "

@@ -8,9 +8,10 @@ version `syncSessions`). Runs after every (re)connection to a node, and every
 - a channel waiting in park that nobody decided (its PARK came while the daemon was down,
   or a refusal or admit never reached the switch) is decided now, oldest first;
 - a leg admitted but whose answer was missed learns it from the node (`uuid_dump`);
-- after a (re)connection only: a leg Redis knows and this process does not (the daemon
-  restarted) is adopted, in its own order (`AdoptLeg`): reservations resume where they
-  stopped, or it is settled if its channel is gone.
+- after a (re)connection, and every REDIS_CHECK_EVERY checks: a leg Redis knows and this
+  process does not (the daemon restarted, or Redis undid a commit) is adopted, in its own
+  order (`AdoptLeg`): reservations resume where they stopped, or it is settled if its
+  channel is gone.
 
 `show channels` reads FreeSWITCH's core database, which may list a channel a moment after it
 is gone or before it appears: a leg missing from the list is confirmed gone with
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 PARK_GRACE = 5.0
 # A leg admitted this long whose channel is answered missed its CHANNEL_ANSWER.
 ANSWER_GRACE = 5.0
+# Every this many periodic checks, legs live in Redis that no process follows are taken up
+# too (not only after a reconnection): after a Redis failover or crash undid a commit, the
+# leg is live again and is settled again (the ledger ids make it count once in PostgreSQL).
+REDIS_CHECK_EVERY = 6
 # Parked calls are decided one after another; one taking longer than this (Redis slow)
 # does not hold up the next.
 DECISION_WAIT = 2.0
@@ -81,6 +86,7 @@ class NodeCheck:
     busy: Callable[[str], bool] = lambda _uuid: False  # work of this leg queued or running
     not_rated: set[str] = field(default_factory=set)
     _running: Semaphore = field(default_factory=Semaphore)
+    _checks: int = 0
 
     def run(self, *, after_connect: bool) -> SyncReport:
         """Check the node once (one check at a time). Raises SwitchError when the node
@@ -99,7 +105,8 @@ class NodeCheck:
         rows = node.channels(self.timeout)
         report = SyncReport()
         self._check_followed(followed, rows, started, report, after_connect)
-        if after_connect:
+        self._checks += 1
+        if after_connect or self._checks % REDIS_CHECK_EVERY == 0:
             self._adopt_from_redis(rows, report)
         self._decide_parked(rows, started_wall, report, after_connect)
         self.not_rated &= rows.keys()

@@ -27,6 +27,7 @@ from rater.calls.switch_records import NoSwitchRecords, SwitchRecords
 from rater.clock import Clock, SystemClock
 from rater.config import Config, hangup_cause
 from rater.errors import CommandFailed, LedgerBusy, LedgerError, SwitchError
+from rater.esl import commands
 from rater.ledger.client import Ledger
 from rater.metrics import Metrics
 from rater.rating.chain import Refusal, resolve_leg
@@ -285,9 +286,16 @@ class CallHandler:
         if isinstance(plan, Refusal):
             log.info("call %s: refused %s (%s)", uuid, plan.reason, plan.detail)
             return L.AuthDecided(False, reason=plan.reason)
+        if not commands.transferable(a.destination):
+            # a rate matched, but the switch command that transfers the call cannot carry
+            # this number (quotes, separators, control characters): nowhere to route it
+            log.info("call %s: refused no_rate (destination %r cannot be transferred)", uuid,
+                     a.destination)
+            return L.AuthDecided(False, reason="no_rate")
         live.tag = plan.tag
         live.account = plan.account
         live.destination = a.destination
+        live.direction, live.caller = a.direction, a.caller
         live.keys = self.ledger.leg_keys(uuid, plan)
         try:
             auth = self.ledger.authorize(
@@ -327,6 +335,9 @@ class CallHandler:
             return L.Vanished()
         try:
             res = self.ledger.reserve(live.keys, a.seq, a.target_seconds, live.leg.answered_usec)
+            if res.reason == "unknown_leg" and self._recreate(live.leg.uuid, live):
+                res = self.ledger.reserve(live.keys, a.seq, a.target_seconds,
+                                          live.leg.answered_usec)
         except (redis.RedisError, LedgerError) as exc:
             self.metrics.redis_errors.inc()
             self.metrics.reservations.labels("error").inc()
@@ -334,6 +345,29 @@ class CallHandler:
             return L.Reserved("error", live.leg.granted)
         self.metrics.reservations.labels(res.status).inc()
         return L.Reserved(res.status, res.granted_seconds)
+
+    def _recreate(self, uuid: str, live: LiveLeg) -> bool:
+        """Redis lost a leg this process authorized (a failover, a machine crash with its
+        last second of writes): authorize it again from the snapshot, so that it can be
+        reserved for and charged. False (and counted) when it cannot be: the call then
+        goes unbilled, and the log line keeps what is needed to bill it by hand."""
+        snap = self.snapshot()
+        plan = None if snap is None or not live.account else resolve_leg(
+            snap, live.account, live.direction, live.destination, self.clock.now())
+        if plan is not None and not isinstance(plan, Refusal):
+            auth = self.ledger.authorize(
+                uuid, plan, cap_seconds=self.cfg.rating.max_call_seconds, caller=live.caller,
+                node=live.node, created_usec=live.leg.created_usec)
+            if auth.allowed:
+                live.keys = self.ledger.leg_keys(uuid, plan)
+                log.warning("call %s: Redis had lost the leg; authorized it again", uuid)
+                return True
+        self.metrics.unbilled_legs.inc()
+        log.error("call %s: Redis lost the leg and it cannot be authorized again: it goes "
+                  "unbilled (account %s, destination %s, answered at %d µs, %d s reserved)",
+                  uuid, live.account or "?", live.destination or "?", live.leg.answered_usec,
+                  live.leg.granted)
+        return False
 
     def _arm_net(self, uuid: str, live: LiveLeg, at_seconds: int) -> None:
         """Move the switch's safety net to the end of what is reserved, +1 s: the switch
@@ -375,6 +409,8 @@ class CallHandler:
             self.metrics.redis_errors.inc()
             log.error("call %s: commit script failed: %s", uuid, exc)
             return _Outcome.FAILED
+        if not res.ok and res.reason == "unknown_leg" and self._recreate(uuid, live):
+            return self._try_commit(uuid, live, c)
         if not res.ok:
             log.error("call %s: commit refused: %s", uuid, res.reason)
             return _Outcome.DONE
@@ -461,6 +497,8 @@ class CallHandler:
         except SwitchError as exc:
             log.warning("call %s: %s failed: %s", live.leg.uuid, method, exc)
             return False
+        except ValueError as exc:  # a value no command may carry: sending again cannot help
+            log.error("call %s: %s cannot be sent: %s", live.leg.uuid, method, exc)
         return True
 
     def _channel_exists(self, live: LiveLeg) -> bool:

@@ -25,6 +25,8 @@ class LiveLeg:
     keys: list[str] = field(default_factory=list)
     destination: str = ""
     account: str = ""
+    direction: str = ""
+    caller: str = ""
     created_at: float = 0.0           # monotonic: when this process took the leg up
     parked_at: float = 0.0            # monotonic, for the park-to-decision latency
     admit_failed: bool = False        # the switch did not get the admit; the call waits parked

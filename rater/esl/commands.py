@@ -180,6 +180,15 @@ def uuid_transfer_inline(uuid: str, variables: Mapping[str, str], destination: s
     return f"uuid_transfer {_token(uuid, 'uuid')} '{','.join(steps)}' inline"
 
 
+def transferable(destination: str) -> bool:
+    """Whether `uuid_transfer_inline` can carry this destination."""
+    try:
+        _value(_token(destination, "destination"), "destination", extra=",")
+    except ValueError:
+        return False
+    return True
+
+
 def sched_hangup(seconds: int, uuid: str, cause: str | None = None) -> str:
     """Hang up `seconds` from now. Adds a task: earlier ones stay (see sched_del)."""
     if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 0:

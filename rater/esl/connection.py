@@ -459,6 +459,9 @@ class EslConnection(greenswitch.InboundESL):
                 self._on_frames(link, frames)
         except OSError as exc:
             reason = f"socket error: {exc}"
+        except Exception as exc:  # a bug below must cost this connection, not the reader
+            log.exception("%s: reading the stream failed", self.name)
+            reason = f"reading the stream failed: {exc!r}"
         finally:
             if watchdog is not None:
                 watchdog.close()

@@ -606,8 +606,11 @@ class JsonEvent(ChannelEvent):
     def __init__(self, raw: bytes, offset: int = 0) -> None:
         super().__init__(offset)
         try:
-            obj = json.loads(raw, object_pairs_hook=_first_wins)
-        except ValueError as exc:  # includes UnicodeDecodeError
+            # cJSON copies a value's bytes as they are (a SIP display name may not be
+            # UTF-8): a bad byte becomes U+FFFD, as a %-escaped one does in plain events,
+            # rather than costing the whole event
+            obj = json.loads(raw.decode("utf-8", "replace"), object_pairs_hook=_first_wins)
+        except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep
             raise MalformedFrame(
                 f"bad JSON event in the frame at byte offset {offset}: {exc}"
             ) from None

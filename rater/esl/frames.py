@@ -74,8 +74,10 @@ class FrameParser:
 
     @property
     def buffered(self) -> int:
-        """Bytes held that belong to a frame not yet complete (0 at a frame boundary)."""
-        return len(self._buf)
+        """Bytes held that belong to a frame not yet complete (0 at a frame boundary),
+        counting the header block of a frame still waiting for its body."""
+        pending = self._pending
+        return len(self._buf) + (0 if pending is None else self._base - pending[2])
 
     @property
     def offset(self) -> int:
@@ -121,6 +123,8 @@ class FrameParser:
         except FrameError as exc:
             exc.frames = frames
             self._failure = exc
+            self._pending = None
+            pos = len(buf)  # the stream is dead: hold none of it (never a copy of a huge chunk)
             raise
         finally:
             if buffered:
@@ -190,7 +194,7 @@ class FrameParser:
         self, block: bytes, offset: int
     ) -> tuple[tuple[tuple[str, bytes], ...], int]:
         headers = []
-        length = 0
+        length: int | None = None
         at = offset  # stream offset of the current line
         for line in block.split(b"\n"):
             name, sep, value = line.partition(_SEP)
@@ -202,10 +206,17 @@ class FrameParser:
                 )
             key = name.decode("latin-1")
             if key == CONTENT_LENGTH:
-                length = self._content_length(value, at)
+                size = self._content_length(value, at)
+                if length is not None and size != length:
+                    # which one frames the body? (a reader taking the other would be fooled)
+                    raise FrameError(
+                        f"conflicting Content-Length {length} and {size} at byte offset {at}",
+                        at,
+                    )
+                length = size
             headers.append((key, value))
             at += len(line) + 1
-        return tuple(headers), length
+        return tuple(headers), length or 0
 
     def _content_length(self, value: bytes, offset: int) -> int:
         if not value.isdigit():
@@ -215,14 +226,16 @@ class FrameParser:
                 f"at byte offset {offset}",
                 offset,
             )
-        length = int(value)
-        if length > self._max_body:
+        # int() refuses more than 4300 digits (ValueError): compare the length first
+        digits = value.lstrip(b"0") or b"0"
+        if len(digits) > len(str(self._max_body)) or int(digits) > self._max_body:
+            shown = digits[:20].decode("latin-1") + ("..." if len(digits) > 20 else "")
             raise FrameError(
-                f"Content-Length {length} exceeds the limit of {self._max_body} bytes "
+                f"Content-Length {shown} exceeds the limit of {self._max_body} bytes "
                 f"at byte offset {offset}",
                 offset,
             )
-        return length
+        return int(digits)
 
 
 def build_frame(

@@ -2,7 +2,9 @@
 
 Every value is checked for its exact type and range before it reaches PostgreSQL: money is an
 integer (a float, a string or a bool is an error), counts fit their column, timestamps are
-microseconds since the epoch. A bad entry raises MalformedEntry naming the field.
+microseconds since the epoch. A bad entry raises MalformedEntry naming the field. PostgreSQL
+text cannot hold NUL: one in the CDR's caller or destination (text from the caller) becomes
+U+FFFD, anywhere else it is an error.
 
 Rows are plain tuples in the column order of the flusher's staging tables (writer.py):
 
@@ -83,6 +85,7 @@ def decode_entry(raw: bytes | str) -> EntryRows:
     else:
         raise MalformedEntry(f"op: expected 'commit' or 'money', got {op!r}")
     if (b"\\u0000" if isinstance(raw, bytes) else "\\u0000") in raw:
+        _replace_nul_in_free_text(rows)
         _reject_nul(rows)
     return rows
 
@@ -295,6 +298,18 @@ def _kind(v: Any) -> str:
 def _short(v: Any) -> str:
     text = repr(v)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+# CDR columns whose text comes from the caller: the caller id and the number dialled.
+_CDR_FREE_TEXT = (3, 4)
+
+
+def _replace_nul_in_free_text(rows: EntryRows) -> None:
+    # A caller can put a NUL in its caller id or the number it dials; PostgreSQL text cannot
+    # hold one. Kept as U+FFFD, so the CDR and the money it carries still reach PostgreSQL
+    # (a dead letter would leave the ledger there short of what Redis charged).
+    rows.cdrs = [tuple(v.replace("\x00", "\ufffd") if i in _CDR_FREE_TEXT else v
+                       for i, v in enumerate(row)) for row in rows.cdrs]
 
 
 def _reject_nul(rows: EntryRows) -> None:
