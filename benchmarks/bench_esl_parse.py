@@ -141,7 +141,8 @@ def stock_switch_event(h: dict[str, str]) -> SwitchEvent:
             account=h.get(v + VAR_ACCOUNT) or h.get(v + VAR_ACCOUNTCODE) or None,
             destination=h.get(v + VAR_DESTINATION) or h.get(Header.DESTINATION_NUMBER) or "",
             caller=h.get(Header.CALLER_ID_NUMBER) or "",
-            created_usec=_int(h.get(Header.CREATED_TIME)) or 0)
+            created_usec=_int(h.get(Header.CREATED_TIME)) or 0,
+            answered_usec=_int(h.get(Header.ANSWERED_TIME)) or 0)
     if name == EventName.CHANNEL_ANSWER:
         return SwitchEvent(name, "fs1", rated=True,
                            answered_usec=_int(h.get(Header.ANSWERED_TIME))
