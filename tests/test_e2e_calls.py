@@ -27,15 +27,16 @@ def test_plain_prepaid_call(world):
     uuid = world.call(P1, UK, duration=3.2)
     ch = world.wait(uuid)
     assert ch.cause == "NORMAL_CLEARING"
-    # one command: the variables and the safety net, then the transfer (1.00 at 10000/s =
-    # 100 s allowed; the net at the end of the first 2 s chunk, +1 s)
+    # the variables and the safety net, then the transfer (1.00 at 10000/s = 100 s
+    # allowed; the net at the end of the first 2 s chunk, +1 s)
     commands = [c for _, c in ch.commands]
     moved_at = ch.commands[-1][0]  # when the switch got the move (µs)
-    assert commands[0] == (
-        f"uuid_transfer {uuid} 'set:rater_max_seconds=100,set:rater_account={P1},"
-        f"set:execute_on_answer=sched_hangup +3 ALLOTTED_TIMEOUT,"
-        f"transfer:{UK} XML rated' inline")
-    assert ch.transfers[-1] == (UK, "XML", "rated")
+    assert commands[:2] == [
+        f"uuid_setvar_multi {uuid} rater_max_seconds=100;rater_account={P1};"
+        f"execute_on_answer=sched_hangup +3 ALLOTTED_TIMEOUT",
+        f"uuid_transfer {uuid} {UK} XML rated"]
+    assert ch.transfers == [(UK, "XML", "rated")]
+    commands = commands[1:]
     assert ch.executed_on_answer == ["sched_hangup +3 ALLOTTED_TIMEOUT"]
     # the second chunk (2-4 s, reserved 0.5 s before the first ends) moves the net to 4 s
     # after the answer, +1 (2.5 s from then on a quick machine, rounded up, +1 = 4)
@@ -187,11 +188,12 @@ def test_a_call_answered_before_it_parked_is_billed_and_netted_from_its_answer(w
     so the daemon starts reserving at once and arms the safety net itself."""
     uuid = world.call(P1, UK, duration=2.6, answer_first=True)
     ch = world.wait(uuid)
-    [admit] = [c for _, c in ch.commands if c.startswith("uuid_transfer")]
+    admit = [c for _, c in ch.commands][:3]
     # the net at the end of the first 2 s chunk from the answer, +1 s, minus the whole
     # seconds already talked when it was armed (0, or 1 across a second boundary)
-    assert re.search(r",sched_hangup:\+(3|2) ALLOTTED_TIMEOUT,transfer:", admit), admit
-    assert "execute_on_answer" not in admit
+    assert re.fullmatch(rf"sched_hangup \+(3|2) {uuid} ALLOTTED_TIMEOUT", admit[1]), admit
+    assert "execute_on_answer" not in admit[0]
+    assert admit[2] == f"uuid_transfer {uuid} {UK} XML rated"
     world.settle()
     doc = world.cdr(uuid)
     billed = -(-ch.billmsec // 1000)  # from its answer (billmsec), rounded up

@@ -127,18 +127,3 @@ def test_answer_time_read_from_a_captured_uuid_dump():
     assert c.dump_header(text, "Caller-Orig-Caller-ID-Name") == "Alice"
     assert c.dump_header(text, "Caller-Caller-ID-Name") == "Outbound Call"  # URL-decoded
     assert c.dump_header(text, "No-Such-Header") is None
-
-
-def test_variables_and_transfer_in_one_inline_command():
-    net = "sched_hangup +121 ALLOTTED_TIMEOUT"
-    line = c.uuid_transfer_inline(
-        "u1", {"rater_max_seconds": "120", "execute_on_answer": net}, "447700900123", "rated")
-    assert line == ("uuid_transfer u1 'set:rater_max_seconds=120,"
-                    "set:execute_on_answer=sched_hangup +121 ALLOTTED_TIMEOUT,"
-                    "transfer:447700900123 XML rated' inline")
-    # a ',' would end the application, a quote the argument: refused, never escaped
-    for bad in ({"a": "1,transfer:x XML evil"}, {"a": "it's"}, {"a;b": "1"}):
-        with pytest.raises(ValueError):
-            c.uuid_transfer_inline("u1", bad, "447700900123", "rated")
-    with pytest.raises(ValueError):
-        c.uuid_transfer_inline("u1", {}, "4477,park", "rated")

@@ -147,25 +147,27 @@ class NodeLink:
 
     def admit(self, uuid: str, net_seconds: int, destination: str, context: str,
               variables: dict[str, str], answered_usec: int = 0) -> None:
-        """Arm the safety net, set the leg's variables and transfer the call on, in one
-        command (an inline dialplan): the call never leaves park without its net.
+        """Set the leg's variables and arm the safety net, then transfer the call on. Each
+        command waits for the one before: a call never leaves park without its net (if
+        setting it fails, nothing is transferred and the call stays parked).
 
         The net is `execute_on_answer=sched_hangup +N`: FreeSWITCH keeps whole epoch
         seconds for scheduled tasks, so with N = net_seconds + 1 it fires between net and
         net + 2 s after the answer, after the daemon's own cut-off (0.5 s before the paid
         end), only if the daemon is gone. A call answered before it parked
-        (`answered_usec`) gets the net at once, counted from its answer."""
+        (`answered_usec`) gets the net at once, counted from its answer.
+
+        (One inline `uuid_transfer 'set:…,transfer:…' inline` would do it in one command,
+        but cost FreeSWITCH 5 ms more CPU per call than these: benchmarks/README.md.)"""
         net = net_seconds + 1
+        values = variables if answered_usec else {
+            **variables, "execute_on_answer": f"sched_hangup +{net} {NET_CAUSE}"}
+        self._commands_ready()
+        self.commands.api(commands.uuid_setvar_multi(uuid, values))
         if answered_usec:
             talked = max(0, int(self._clock.now()) - answered_usec // 1_000_000)
-            apps = {"sched_hangup": f"+{max(1, net - talked)} {NET_CAUSE}"}
-            values = variables
-        else:
-            apps = {}
-            values = {**variables, "execute_on_answer": f"sched_hangup +{net} {NET_CAUSE}"}
-        self._commands_ready()
-        self.commands.api(commands.uuid_transfer_inline(uuid, values, destination, context,
-                                                        apps=apps))
+            self.commands.api(commands.sched_hangup(max(1, net - talked), uuid, NET_CAUSE))
+        self.commands.api(commands.uuid_transfer(uuid, destination, context))
 
     def arm_net(self, uuid: str, seconds: int) -> None:
         """Move the safety net to `seconds` from now: the old task removed and the new one

@@ -51,7 +51,7 @@ def _var_name(value: str) -> str:
 # One search finds any forbidden character (the slow path below names them).
 _FORBIDDEN_RE = {
     extra: re.compile("[" + re.escape("".join(sorted(_FORBIDDEN_IN_VALUE | set(extra)))) + "]")
-    for extra in ("", ";", ",")
+    for extra in ("", ";")
 }
 
 
@@ -160,30 +160,11 @@ def uuid_transfer(uuid: str, destination: str, context: str, dialplan: str = "XM
     )
 
 
-def uuid_transfer_inline(uuid: str, variables: Mapping[str, str], destination: str,
-                         context: str, dialplan: str = "XML",
-                         apps: Mapping[str, str] | None = None) -> str:
-    """Set channel variables (and run `apps`, name -> data), then transfer, in one
-    command: the inline dialplan runs `set:k=v,...,app:data,...,transfer:<destination>
-    <dialplan> <context>`. What comes before the transfer is done first or the transfer
-    does not happen. (Its parts are separated by ',' and the whole is one quoted argument:
-    neither may be in a value.)"""
-    if len(variables) + len(apps or {}) > _MAX_MULTI:
-        raise ValueError(f"uuid_transfer_inline takes at most {_MAX_MULTI} steps")
-    steps = [f"set:{_var_name(k)}={_value(v, f'value of {k}', extra=',')}"
-             for k, v in variables.items()]
-    steps += [f"{_token(app, 'application')}:{_value(data, f'data of {app}', extra=',')}"
-              for app, data in (apps or {}).items()]
-    target = (f"{_token(destination, 'destination')} {_token(dialplan, 'dialplan')} "
-              f"{_token(context, 'context')}")
-    steps.append(f"transfer:{_value(target, 'transfer target', extra=',')}")
-    return f"uuid_transfer {_token(uuid, 'uuid')} '{','.join(steps)}' inline"
-
-
 def transferable(destination: str) -> bool:
-    """Whether `uuid_transfer_inline` can carry this destination."""
+    """Whether `uuid_transfer` can carry this destination (one word: no quotes, spaces,
+    ';' or '\\', which FreeSWITCH would split on)."""
     try:
-        _value(_token(destination, "destination"), "destination", extra=",")
+        _token(destination, "destination")
     except ValueError:
         return False
     return True
