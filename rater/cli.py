@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "rater.commands.quote",
     "rater.commands.balance",
     "rater.commands.products",
+    "rater.commands.product_prefixes",
     "rater.commands.export",
     "rater.commands.reconcile",
     "rater.commands.flush",
