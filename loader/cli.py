@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from rater.commands.common import (
@@ -12,7 +13,7 @@ from rater.commands.common import (
     add_now_argument,
     config_from,
 )
-from rater.errors import RaterError
+from rater.errors import ConfigError, RaterError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +48,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="publish even if Redis holds a newer version (after a restore)")
     p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("sync-astpp", help="import from a live ASTPP 6 database, then sync")
+    add_config_argument(p)
+    add_json_argument(p)
+    add_now_argument(p)
+    p.add_argument("--from", dest="source", default=os.environ.get("RATER_ASTPP_URL"),
+                   help="mysql://user:pass@host/astpp (default: $RATER_ASTPP_URL)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would be imported, account by account, and every row "
+                        "that cannot be mapped; write nothing")
+    p.add_argument("--watch", action="store_true",
+                   help="keep running: sync again every --interval seconds")
+    p.add_argument("--interval", type=float, default=30.0, help="seconds between syncs")
+    p.add_argument("--write-cdrs", action="store_true",
+                   help="also write finished CDRs back into ASTPP's cdrs/reseller_cdrs")
+    p.set_defaults(func=cmd_sync_astpp)
     return parser
 
 
@@ -84,6 +101,17 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from loader.sync import run_sync
 
     return run_sync(config_from(args), watch=args.watch, as_json=args.json, force=args.force)
+
+
+def cmd_sync_astpp(args: argparse.Namespace) -> int:
+    from loader.astpp.run import run_sync_astpp
+
+    if not args.source:
+        raise ConfigError("sync-astpp: give --from mysql://user:pass@host/astpp "
+                          "(or set RATER_ASTPP_URL)")
+    return run_sync_astpp(config_from(args), args.source, now=args.now, dry_run=args.dry_run,
+                          watch=args.watch, write_cdrs=args.write_cdrs, as_json=args.json,
+                          interval=args.interval)
 
 
 def _report(args: argparse.Namespace, summary: dict) -> None:

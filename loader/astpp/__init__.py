@@ -1,0 +1,13 @@
+"""`loader sync-astpp`: ASTPP 6's own MySQL/MariaDB database as the source of reference data.
+
+The package, one idea per module:
+
+- `source`   connect by URL (PyMySQL) and read the ASTPP tables in one consistent snapshot;
+- `mapping`  pure: ASTPP rows -> this project's dataset document, plus every row that cannot
+             be carried with the reason (README, "Syncing from ASTPP", holds the table);
+- `money`    money moves one way: ASTPP balances seed new accounts once, later portal
+             payments and refills become balance adjustments exactly once, by row id;
+- `cdrs`     `--write-cdrs`: finished CDRs written back into ASTPP's `cdrs`/`reseller_cdrs`;
+- `run`      one sync (read, map, import through `loader.dataset`, publish through
+             `loader.sync`), `--dry-run`, and `--watch`.
+"""
