@@ -390,7 +390,7 @@ def test_write_cdrs_fills_cdrs_and_reseller_cdrs_once(world, capsys, pg):
                (C1, answered, answered, answered + timedelta(seconds=65), NOW))
     pg.execute("INSERT INTO cdr_charges (cdr_uuid, level, account, rate_group, prefix,"
                " price_per_min, charged_seconds, free_seconds, cost) VALUES"
-               " ('call-1', 0, %s, 'r1-retail', '447', 100000, 120, 30, 165000),"
+               " ('call-1', 0, %s, 'r1-retail', '447', 110000, 120, 30, 165000),"
                " ('call-1', 1, %s, 'wholesale', '44', 10000, 65, 0, 10833)", (C1, R1))
     sync(world, "--write-cdrs")
     sync(world, "--write-cdrs")  # nothing new: nothing written twice
