@@ -15,6 +15,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,8 +34,10 @@ def find_binaries() -> tuple[str, str] | None:
 class MariaDBServer:
     """root with no password on 127.0.0.1:<free port>; `url(db)` for a database."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
+    def __init__(self) -> None:
+        # Its own directory straight under the temporary directory (not pytest's, which is
+        # private to root and cleaned by concurrent runs), removed by stop().
+        self.workdir = Path(tempfile.mkdtemp(prefix="rater-mariadb-"))
         self.port = 0
         self.proc: subprocess.Popen | None = None
         self._user: pwd.struct_passwd | None = None
@@ -47,7 +50,6 @@ class MariaDBServer:
         if binaries is None:
             raise RuntimeError("no mariadbd/mysqld and mariadb-install-db found")
         server, install = binaries
-        self.workdir.mkdir(parents=True, exist_ok=True)
         user_args: list[str] = []
         if os.geteuid() == 0:  # the server refuses to run as root: use its own user
             for name in ("mysql", "nobody"):
@@ -59,12 +61,6 @@ class MariaDBServer:
             if self._user is not None:
                 os.chown(self.workdir, self._user.pw_uid, self._user.pw_gid)
                 self.workdir.chmod(0o755)
-                for parent in self.workdir.parents:  # the server must traverse them
-                    if parent == Path("/"):
-                        break
-                    mode = parent.stat().st_mode
-                    if not mode & 0o001:
-                        parent.chmod(mode | 0o711)
                 user_args = [f"--user={self._user.pw_name}"]
         data = self.workdir / "data"
         common = ["--no-defaults", f"--datadir={data}", *user_args]
@@ -106,3 +102,4 @@ class MariaDBServer:
     def stop(self) -> None:
         _terminate(self.proc, sig=signal.SIGTERM, timeout=20)
         self.proc = None
+        shutil.rmtree(self.workdir, ignore_errors=True)

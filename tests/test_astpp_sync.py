@@ -13,6 +13,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import queue
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -21,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from loader.astpp.run import sync_astpp_once
+from loader.astpp.run import run_sync_astpp, sync_astpp_once
 from loader.cli import main as loader_main
 from rater.cli import main as rater_main
 from rater.errors import InputError
@@ -38,7 +40,7 @@ _counter = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def mysql_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def mysql_server() -> Iterator[str]:
     """URL of a MySQL/MariaDB server (database part empty) for the whole session."""
     url = os.environ.get("RATER_TEST_MYSQL_URL")
     if url:
@@ -47,7 +49,7 @@ def mysql_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if find_binaries() is None:
         pytest.skip("no MariaDB server binaries (mariadbd/mysqld and mariadb-install-db): "
                     "install Debian's mariadb-server, or set RATER_TEST_MYSQL_URL")
-    server = MariaDBServer(tmp_path_factory.mktemp("mariadb")).start()
+    server = MariaDBServer().start()
     try:
         yield server.url("")
     finally:
@@ -396,11 +398,34 @@ def test_write_cdrs_fills_cdrs_and_reseller_cdrs_once(world, capsys, pg):
     sync(world, "--write-cdrs")  # nothing new: nothing written twice
     with _connect(world) as conn, conn.cursor() as cur:
         cur.execute("SELECT uniqueid, accountid, debit, cost, reseller_id, reseller_cost,"
-                    " pattern, pricelist_id, billseconds, call_direction, callstart FROM cdrs")
+                    " pattern, pricelist_id, rate_cost, billseconds, call_direction, callstart"
+                    " FROM cdrs")
         assert cur.fetchall() == ((
             "call-1", 4, Decimal("0.165000"), Decimal("0.010833"), 2, Decimal("0.010833"),
-            "^447.*", 3, 65, "outbound", answered.replace(tzinfo=None)),)
+            "^447.*", 3, Decimal("0.110000"), 65, "outbound", answered.replace(tzinfo=None)),)
         cur.execute("SELECT uniqueid, accountid, debit, cost, reseller_id, pattern,"
                     " pricelist_id FROM reseller_cdrs")
         assert cur.fetchall() == (
             ("call-1", 2, Decimal("0.010833"), Decimal("0.000000"), 0, "^44.*", 1),)
+
+
+# --- --watch ------------------------------------------------------------------------------
+
+def test_watch_imports_changes_and_stays_quiet_otherwise(world, capsys, env):
+    lines: queue.Queue[str] = queue.Queue()
+    stop = threading.Event()
+    worker = threading.Thread(target=run_sync_astpp, args=(env, world), kwargs={
+        "now": NOW, "watch": True, "interval": 0.05, "stop": stop, "out": lines.put})
+    worker.start()
+    try:
+        assert lines.get(timeout=60).startswith("ASTPP: 6 account(s) carried")
+        # the portal refills C1: the next poll applies it, and only then is anything printed
+        sql(world, "INSERT INTO invoice_details (id, accountid, order_item_id, charge_type,"
+            " description, debit, credit) VALUES (9, 4, 0, 'REFILL', 'card', 0, 1.25000)")
+        assert "adjustments queued: 1, applied: 1" in lines.get(timeout=60)
+        assert balance(capsys, C1) == 11_250_000
+    finally:
+        stop.set()
+        worker.join(60)
+    assert not worker.is_alive()
+    assert lines.empty()  # no poll in between printed anything: nothing had changed

@@ -95,9 +95,11 @@ def prune_rates(conn: psycopg.Connection, mapping: Mapping) -> int:
     return removed
 
 
-def fingerprint(mapping: Mapping, plan: money.MoneyPlan) -> str:
-    blob = json.dumps([mapping.dataset, [r.id for r in plan.rows]], sort_keys=True,
-                      default=str)
+def fingerprint(mapping: Mapping, data: source.AstppData) -> str:
+    """What a sync would import: the mapped dataset and the ASTPP money rows' ids (all of
+    them, not only the unrecorded ones, so recording them does not count as a change)."""
+    money_ids = sorted(int(r["id"]) for r in data["invoice_details"])
+    blob = json.dumps([mapping.dataset, money_ids], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -124,7 +126,7 @@ def sync_astpp_once(
         conn.rollback()
         result = AstppSyncResult(len(mapping.plans), len(mapping.unmapped),
                                  money=plan.counts())
-        mark = fingerprint(mapping, plan)
+        mark = fingerprint(mapping, data)
         if dry_run:
             _validate(conn, mapping, now)
             _print_plan(mapping, plan, out)
