@@ -9,125 +9,35 @@ is listed with its reason instead of failing the whole sync; the dataset validat
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from loader.astpp.model import (
+    ADMIN,
+    CUSTOMER,
+    NOT_CARRIED_TYPES,
+    RESELLER,
+    AccountPlan,
+    Known,
+    Mapping,
+    Unmapped,
+    amount,
+    flag_yes,
+    iso,
+    micros,
+    negate,
+    whole,
+)
+from loader.astpp.packages import PackageMapping
 from loader.astpp.source import AstppData
 from loader.prefixes import normalize_prefix
 
-ADMIN = "admin"
-CUSTOMER, RESELLER = 0, 1
-NOT_CARRIED_TYPES = {-1: "an administrator (admin is the root of every tree here)",
-                     2: "an administrator (admin is the root of every tree here)",
-                     3: "a provider (carriers are not rated here)",
-                     4: "a sub-admin (admin is the root of every tree here)",
-                     5: "a callshop (not a billing level here)"}
-PACKAGE_CATEGORY = 1
-APPLICABLE_FOR = {0: "inbound", 1: "outbound", 2: "both"}
-BILLING_TYPES = {0: "one_time", 1: "recurring"}
+__all__ = ["AccountPlan", "Known", "Mapping", "Unmapped", "amount", "iso", "map_astpp",
+           "micros"]
 
 
-@dataclass(frozen=True)
-class Unmapped:
-    """An ASTPP row that is not carried, and why."""
-
-    table: str
-    row_id: Any
-    reason: str
-
-    def describe(self) -> str:
-        return f"{self.table} #{self.row_id}: {self.reason}"
-
-
-@dataclass
-class AccountPlan:
-    """What the sync does with one ASTPP account (printed by --dry-run)."""
-
-    astpp_id: int
-    number: str
-    name: str
-    kind: str
-    reseller_type: str | None
-    parent: str
-    billing: str
-    balance: str
-    balance_is_seed: bool
-    credit_limit: str
-    status: str
-    max_channels: int
-    rate_group: str
-    dids: list[str] = field(default_factory=list)
-    orders: list[str] = field(default_factory=list)
-
-    def describe(self) -> str:
-        kind = f"{self.reseller_type} reseller" if self.kind == "reseller" else "customer"
-        seed = ("opening balance" if self.balance_is_seed
-                else "balance already seeded (live here)")
-        limit = f", credit limit {self.credit_limit}" if self.billing == "postpaid" else ""
-        lines = [f"account {self.number} (ASTPP id {self.astpp_id}) {self.name!r}: {kind} "
-                 f"under {self.parent}, {self.billing}, {self.status}, {seed} "
-                 f"{self.balance}{limit}, max channels "
-                 f"{self.max_channels or 'unlimited'}, rate group {self.rate_group!r}"]
-        lines += [f"    DID {d}" for d in self.dids]
-        lines += [f"    order {o}" for o in self.orders]
-        return "\n".join(lines)
-
-
-@dataclass
-class Known:
-    """What this project's database already holds, so live state is never re-seeded."""
-
-    openings: dict[str, int] = field(default_factory=dict)          # number -> micros
-    orders: dict[str, tuple[datetime, int]] = field(default_factory=dict)  # id -> (at, used)
-
-
-@dataclass
-class Mapping:
-    """The dataset document, the ASTPP account id -> number map and what is left out."""
-
-    dataset: dict[str, Any]
-    numbers: dict[int, str]
-    billing: dict[str, str]
-    plans: list[AccountPlan]
-    unmapped: list[Unmapped]
-    groups: list[str]
-    group_ids: dict[str, int] = field(default_factory=dict)  # rate group -> pricelist id
-
-
-def amount(value: Any) -> str:
-    """An exact decimal string from a DECIMAL column (never via float)."""
-    if isinstance(value, float):
-        raise TypeError("money must not arrive as a float")
-    return format(Decimal(value if value is not None else 0).normalize(), "f")
-
-
-def micros(value: Any) -> int:
-    return int(Decimal(amount(value)) * 1_000_000)
-
-
-def negate(text: str) -> str:
-    return amount(-Decimal(text))
-
-
-def iso(value: Any) -> str | None:
-    """A DATETIME as ISO 8601 UTC (ASTPP stores UTC); zero dates give None."""
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
-    return None
-
-
-def _flag_yes(value: Any) -> bool:
-    """ASTPP's inverted yes/no columns: 0 means yes, 1 means no."""
-    return int(value or 0) == 0
-
-
-def _whole(value: Any, minimum: int = 0) -> int:
-    return max(minimum, int(value or 0))
-
-
-class _Mapper:
+class _Mapper(PackageMapping):
     def __init__(self, data: AstppData, known: Known, now: datetime) -> None:
         self.data, self.known, self.now = data, known, now
         self.unmapped: list[Unmapped] = []
@@ -205,7 +115,7 @@ class _Mapper:
         for r in order:
             number = self.numbers[int(r["id"])]
             self.kinds[number] = "reseller" if int(r["type"] or 0) == RESELLER else "customer"
-            self.rtypes[number] = (("margin" if _flag_yes(r["is_distributor"]) else "commission")
+            self.rtypes[number] = (("margin" if flag_yes(r["is_distributor"]) else "commission")
                                    if self.kinds[number] == "reseller" else None)
             pid = int(r["reseller_id"] or 0)
             self.parents[number] = self.numbers[pid] if pid else None
@@ -253,7 +163,7 @@ class _Mapper:
                 "number": number, "name": name, "parent": parent,
                 "kind": self.kinds[number], "billing": "postpaid" if postpaid else "prepaid",
                 "balance": balance, "credit_limit": credit, "rate_group": group["name"],
-                "max_channels": _whole(r["maxchannels"]), "status": status,
+                "max_channels": whole(r["maxchannels"]), "status": status,
             }
             if self.rtypes[number]:
                 rec["reseller_type"] = self.rtypes[number]
@@ -306,8 +216,8 @@ class _Mapper:
             self.groups[int(r["id"])] = {
                 "name": name, "owner": owner, "markup_percent": amount(max(markup, Decimal(0))),
                 "rates": [], "_active": status == 0,
-                "_init_inc": _whole(r["initially_increment"]) or 1,
-                "_inc": _whole(r["inc"]) or 1,
+                "_init_inc": whole(r["initially_increment"]) or 1,
+                "_inc": whole(r["inc"]) or 1,
             }
 
     def routes(self) -> None:
@@ -342,10 +252,10 @@ class _Mapper:
                 "prefix": prefix, "destination": str(r["comment"] or ""),
                 "call_type": str(r["call_type"] or ""), "direction": "outbound",
                 "price_per_min": amount(r["cost"]), "connect_fee": amount(r["connectcost"]),
-                "included_seconds": _whole(r["includedseconds"]),
+                "included_seconds": whole(r["includedseconds"]),
                 # 0 means "the pricelist's default"; a pricelist's 0 means 1 (ASTPP's Lua)
-                "init_inc": _whole(r["init_inc"]) or group["_init_inc"],
-                "inc": _whole(r["inc"]) or group["_inc"],
+                "init_inc": whole(r["init_inc"]) or group["_init_inc"],
+                "inc": whole(r["inc"]) or group["_inc"],
             })
 
     def dids(self, accounts: Iterable[str]) -> list[dict[str, Any]]:
@@ -373,14 +283,14 @@ class _Mapper:
             seen[number] = r["id"]
             out.append({"number": number, "account": owner})
             self.plans[owner].dids.append(number)
-            inc = _whole(r["inc"]) or 1
+            inc = whole(r["inc"]) or 1
             rate = {
                 "prefix": number, "destination": f"DID {number}", "call_type": "DID",
                 "direction": "inbound", "price_per_min": amount(r["cost"]),
                 "connect_fee": amount(r["connectcost"]),
-                "included_seconds": _whole(r["includedseconds"]),
+                "included_seconds": whole(r["includedseconds"]),
                 # ASTPP bills an initial block of 0 as ceil(d / inc) * inc: init_inc = inc
-                "init_inc": _whole(r["init_inc"]) or inc, "inc": inc,
+                "init_inc": whole(r["init_inc"]) or inc, "inc": inc,
             }
             # Every level of the owner's chain pays at its own group: ASTPP 6 keeps one
             # per-minute DID rate (its reseller_pricing table is gone), so each level gets it.
@@ -393,177 +303,6 @@ class _Mapper:
                     group["rates"].append(dict(rate))
                 level = self.parents.get(level)
         return out
-
-    # --- packages ------------------------------------------------------------------------
-
-    def products(self) -> list[dict[str, Any]]:
-        names: dict[tuple[str, str], int] = {}
-        rows = []
-        for r in self.data["products"]:
-            if int(r["product_category"] or 0) != PACKAGE_CATEGORY:
-                continue  # refills, DIDs, subscriptions: not packages (reported once below)
-            owner = self.owner(r["reseller_id"])
-            if owner is None:
-                self.skip("products", r["id"], f"{r['name']!r}: its owner (ASTPP id "
-                          f"{r['reseller_id']}) is not carried")
-                continue
-            name = str(r["name"] or "").strip() or f"product {r['id']}"
-            names[(owner, name)] = names.get((owner, name), 0) + 1
-            rows.append((r, owner, name))
-        others = [r["id"] for r in self.data["products"]
-                  if int(r["product_category"] or 0) != PACKAGE_CATEGORY]
-        for pid in others:
-            self.skip("products", pid, "not a package (refill, DID or subscription product): "
-                      "only packages rate calls")
-        patterns: dict[int, list[dict[str, Any]]] = {}
-        for p in self.data["package_patterns"]:
-            patterns.setdefault(int(p["product_id"]), []).append(p)
-        out = []
-        for r, owner, name in rows:
-            if names[(owner, name)] > 1:
-                name = f"{name} #{r['id']}"
-            billing_type = BILLING_TYPES.get(int(r["billing_type"] or 0))
-            applicable = APPLICABLE_FOR.get(int(r["applicable_for"] or 0))
-            if billing_type is None or applicable is None:
-                self.skip("products", r["id"], f"{name!r}: billing_type "
-                          f"{r['billing_type']} or applicable_for {r['applicable_for']} "
-                          "unknown")
-                continue
-            deleted = int(r["is_deleted"] or 0) == 1
-            if deleted:
-                self.skip("products", r["id"], f"{name!r} is deleted in ASTPP: carried as "
-                          "inactive (orders of it are not carried)")
-            prefixes, seen = [], set()
-            for p in patterns.get(int(r["id"]), []):
-                try:
-                    prefix = normalize_prefix(str(p["patterns"] or ""))
-                except ValueError as exc:
-                    self.skip("package_patterns", p["id"], str(exc))
-                    continue
-                if prefix in seen:
-                    self.skip("package_patterns", p["id"], f"{p['patterns']!r} repeats a "
-                              "prefix of this package")
-                    continue
-                seen.add(prefix)
-                prefixes.append({"prefix": prefix, "destination": str(p["destination"] or "")})
-            rec = {
-                "name": name, "owner": owner, "category": "package",
-                "description": str(r["description"] or ""),
-                "status": "active" if int(r["status"] or 0) == 0 and not deleted else "inactive",
-                "buy_cost": amount(r["buy_cost"]), "price": amount(r["price"]),
-                "setup_fee": amount(r["setup_fee"]),
-                "commission_percent": amount(max(Decimal(r["commission"] or 0), Decimal(0))),
-                "billing_type": billing_type,
-                "billing_days": _whole(r["billing_days"], 1),
-                "free_minutes": _whole(r["free_minutes"]), "applicable_for": applicable,
-                "can_be_purchased": _flag_yes(r["can_purchase"]),
-                "reseller_can_resell": _flag_yes(r["can_resell"]),
-                "release_if_no_balance": _flag_yes(r["release_no_balance"]),
-                "prefixes": prefixes,
-            }
-            out.append(rec)
-            self.packages[int(r["id"])] = rec
-            self.product_key[int(r["id"])] = (owner, name)
-        return out
-
-    def reseller_products(self) -> list[dict[str, Any]]:
-        out = []
-        for r in self.data["reseller_products"]:
-            if int(r["is_owner"] or 0) == 0:
-                continue  # the owner's own listing of its product, not an opt-in
-            product = self.packages.get(int(r["product_id"] or 0))
-            reseller = self.numbers.get(int(r["account_id"] or 0))
-            if product is None:
-                self.skip("reseller_products", r["id"], f"product id {r['product_id']} is not "
-                          "a carried package")
-                continue
-            if reseller is None or self.kinds.get(reseller) != "reseller" \
-                    or reseller not in self.plans:
-                self.skip("reseller_products", r["id"], f"account id {r['account_id']} is "
-                          "not a carried reseller")
-                continue
-            opt_in = _flag_yes(r["is_optin"]) and int(r["status"] or 0) == 0
-            if opt_in and not product["reseller_can_resell"]:
-                self.skip("reseller_products", r["id"], f"{product['name']!r} may not be "
-                          "resold (can_resell is no)")
-                continue
-            rec: dict[str, Any] = {"reseller": reseller, "product": product["name"],
-                                   "product_owner": product["owner"], "opt_in": opt_in}
-            if self.rtypes[reseller] == "margin":
-                rec["price"] = amount(r["price"])
-                rec["setup_fee"] = amount(r["setup_fee"])
-            if opt_in:
-                self.opt_ins.add((reseller, int(r["product_id"])))
-            out.append(rec)
-        return out
-
-    def orders(self) -> list[dict[str, Any]]:
-        used: dict[tuple[int, int], int] = {}
-        for c in self.data["counters"]:
-            if int(c["status"] or 0) == 1:  # 1: the counter of the current period
-                key = (int(c["accountid"] or 0), int(c["package_id"] or 0))
-                used[key] = max(used.get(key, 0), _whole(c["used_seconds"]))
-        out = []
-        for r in self.data["order_items"]:
-            pid = int(r["product_id"] or 0)
-            if pid not in self.packages and not any(
-                    int(p["id"]) == pid and int(p["product_category"] or 0) != PACKAGE_CATEGORY
-                    for p in self.data["products"]):
-                self.skip("order_items", r["id"], f"product id {pid} is not carried")
-                continue
-            if pid not in self.packages:
-                continue  # not a package: its product is reported
-            product = self.packages[pid]
-            account = self.numbers.get(int(r["accountid"] or 0))
-            ended = iso(r["termination_date"])
-            if int(r["is_terminated"] or 0) == 1 or (
-                    ended is not None and r["termination_date"].replace(tzinfo=UTC) < self.now):
-                self.skip("order_items", r["id"], "terminated in ASTPP")
-                continue
-            if account is None or account not in self.plans:
-                self.skip("order_items", r["id"], f"its account (ASTPP id {r['accountid']}) "
-                          "is not carried")
-                continue
-            if product["status"] != "active":
-                self.skip("order_items", r["id"], f"{product['name']!r} is not active")
-                continue
-            at = iso(r["order_date"])
-            if at is None or r["order_date"].replace(tzinfo=UTC) > self.now:
-                self.skip("order_items", r["id"], f"order date {r['order_date']} is missing "
-                          "or in the future")
-                continue
-            missing = self._missing_opt_in(account, product, pid)
-            if missing:
-                self.skip("order_items", r["id"], f"reseller {missing} sells {product['name']!r}"
-                          " to this account without having opted in to it")
-                continue
-            oid = f"astpp-{r['id']}"
-            seconds = used.get((int(r["accountid"]), int(r["order_id"] or 0)), 0)
-            cap = product["free_minutes"] * 60
-            if oid in self.known.orders:
-                at_known, seconds = self.known.orders[oid]
-                at = at_known.astimezone(UTC).isoformat().replace("+00:00", "Z")
-            elif seconds > cap:
-                self.skip("counters", f"order {r['order_id']}", f"{seconds} used seconds are "
-                          f"more than the package's {cap}: carried as {cap}")
-                seconds = cap
-            out.append({"id": oid, "account": account, "product": product["name"],
-                        "product_owner": product["owner"], "ordered_at": at,
-                        "used_seconds": seconds})
-            self.plans[account].orders.append(
-                f"{oid} {product['name']!r}, {seconds} of {cap} free seconds used")
-        return out
-
-    def _missing_opt_in(self, account: str, product: dict[str, Any], pid: int) -> str | None:
-        """The first reseller between the buyer and the product's owner not opted in."""
-        level = self.parents.get(account)
-        while level is not None and level != product["owner"]:
-            if (level, pid) not in self.opt_ins:
-                return level
-            level = self.parents.get(level)
-        if level is None and product["owner"] != ADMIN:
-            return f"(owner {product['owner']} is not above the buyer)"
-        return None
 
     def blocked(self) -> None:
         for r in self.data["block_patterns"]:
