@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "rater.commands.product_prefixes",
     "rater.commands.export",
     "rater.commands.reconcile",
+    "rater.commands.layout",
     "rater.commands.flush",
     "rater.commands.check_config",
 )

@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from rater.errors import ConfigError
 
@@ -40,7 +40,8 @@ class RedisConfig:
     url: str = _doc(
         "Redis URL (env RATER_REDIS_URL wins): redis://, rediss://, unix://, or "
         "redis+sentinel://host[:port][,host[:port]...]/<service>[/<db>] to follow the primary "
-        "that Redis Sentinel names (a failover is followed within a second).",
+        "that Redis Sentinel names (a failover is followed within a second), or "
+        "redis+cluster://host[:port][,host[:port]...] for a Redis Cluster (any of its nodes).",
         default="redis://127.0.0.1:6379/0")
     shards: int = _doc(
         "Hash-tag shards for account trees; fixed for the life of a deployment "
@@ -57,30 +58,49 @@ class RedisConfig:
         (the port defaults to 26379): (Sentinel addresses, service name, database, user,
         password); the user and password are the Redis servers', Sentinels are asked
         without. None for any other URL; ValueError names what is wrong."""
-        from urllib.parse import unquote
-
         parts = urlsplit(self.url)
         if parts.scheme != "redis+sentinel":
             return None
-        if parts.query or parts.fragment:
-            raise ValueError("a redis+sentinel:// URL takes no ?query or #fragment")
-        userinfo, _, hostlist = parts.netloc.rpartition("@")
-        user, _, password = userinfo.partition(":") if userinfo else ("", "", "")
-        hosts: list[tuple[str, int]] = []
-        for item in hostlist.split(","):
-            item = item.strip()
-            host, port = item, ""
-            if ":" in item and not item.endswith("]"):  # [v6] alone has no port
-                host, _, port = item.rpartition(":")
-            host = host.strip("[]")
-            if not host or (port and not port.isdigit()) or not 0 < int(port or 26379) < 65536:
-                raise ValueError(f"{item!r} is not a Sentinel host[:port]")
-            hosts.append((host, int(port or 26379)))
+        hosts, user, password = _host_list(parts, "Sentinel", 26379)
         path = [p for p in parts.path.split("/") if p]
         if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
             raise ValueError("a redis+sentinel:// URL ends with /<service name>[/<db>]")
         db = int(path[1]) if len(path) == 2 else 0
-        return hosts, unquote(path[0]), db, unquote(user) or None, unquote(password) or None
+        return hosts, unquote(path[0]), db, user, password
+
+    def cluster(self) -> tuple[list[tuple[str, int]], str | None, str | None] | None:
+        """For `redis+cluster://[[user]:password@]host[:port][,host[:port]...][/]` (the
+        port defaults to 6379; any reachable nodes of the cluster, it finds the others):
+        (startup addresses, user, password). None for any other URL; ValueError names what
+        is wrong."""
+        parts = urlsplit(self.url)
+        if parts.scheme != "redis+cluster":
+            return None
+        hosts, user, password = _host_list(parts, "cluster node", 6379)
+        if parts.path.strip("/") not in ("", "0"):
+            raise ValueError("a Redis Cluster has only database 0: end the URL after the hosts")
+        return hosts, user, password
+
+
+def _host_list(
+    parts: SplitResult, what: str, default_port: int
+) -> tuple[list[tuple[str, int]], str | None, str | None]:
+    """The `host[:port],...` list and credentials of a multi-host Redis URL."""
+    if parts.query or parts.fragment:
+        raise ValueError(f"a {parts.scheme}:// URL takes no ?query or #fragment")
+    userinfo, _, hostlist = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":") if userinfo else ("", "", "")
+    hosts: list[tuple[str, int]] = []
+    for item in hostlist.split(","):
+        item = item.strip()
+        host, port = item, ""
+        if ":" in item and not item.endswith("]"):  # [v6] alone has no port
+            host, _, port = item.rpartition(":")
+        host = host.strip("[]")
+        if not host or (port and not port.isdigit()) or not 0 < int(port or default_port) < 65536:
+            raise ValueError(f"{item!r} is not a {what} host[:port]")
+        hosts.append((host, int(port or default_port)))
+    return hosts, unquote(user) or None, unquote(password) or None
 
 
 @dataclass(frozen=True)
@@ -333,19 +353,22 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported setting type {tp}")  # pragma: no cover
 
 
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks; raises ConfigError naming the key."""
     def need(cond: bool, key: str, what: str) -> None:
         if not cond:
             raise ConfigError(f"{key}: {what}")
 
-    need(urlsplit(cfg.redis.url).scheme in ("redis", "rediss", "unix", "redis+sentinel"),
-         "redis.url", "must be a redis://, rediss://, unix:// or redis+sentinel:// URL")
-    try:
-        sentinel = cfg.redis.sentinel()
+    need(urlsplit(cfg.redis.url).scheme in _REDIS_SCHEMES, "redis.url",
+         "must be a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL")
+    try:  # parsed only to name what is wrong with it
+        cfg.redis.sentinel()
+        cfg.redis.cluster()
     except ValueError as exc:
         raise ConfigError(f"redis.url: {exc}") from None
-    del sentinel  # parsed only to name what is wrong with it
     need(1 <= cfg.redis.shards <= 16384, "redis.shards", "must be between 1 and 16384")
     need(cfg.redis.pool_size >= 2, "redis.pool_size", "must be at least 2")
     need(cfg.redis.socket_timeout > 0, "redis.socket_timeout", "must be positive")

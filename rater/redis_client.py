@@ -20,12 +20,14 @@ import logging
 import select
 import socket
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import gevent
 import redis
 from gevent import monkey
 from redis.backoff import ExponentialBackoff
+from redis.cluster import ClusterNode
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.utils import SENTINEL
@@ -196,13 +198,13 @@ class SentinelRedis(redis.Redis):
 def make_redis(
     cfg: RedisConfig, *, max_connections: int | None = None,
     socket_timeout: float | None = None,
-) -> redis.Redis:
+) -> redis.Redis | redis.RedisCluster:
     """A client on a BlockingConnectionPool: waits `pool_timeout` for a connection instead
     of raising past `pool_size` (redis-py's default pool raises), never waits forever.
     `max_connections` and `socket_timeout` override the configuration's (the loader writes
     large snapshots with few connections). A `redis+sentinel://` URL gives a client that
     follows the primary Sentinel names (module docstring), with the same bound, timeouts
-    and retries."""
+    and retries; a `redis+cluster://` URL a Redis Cluster client (`_make_cluster`)."""
     common: dict[str, Any] = {
         "max_connections": max_connections or cfg.pool_size,
         "timeout": cfg.pool_timeout,
@@ -212,6 +214,9 @@ def make_redis(
         "retry": Retry(ExponentialBackoff(cap=0.5, base=0.02), 3),
         "retry_on_timeout": True,
     }
+    cluster = cfg.cluster()
+    if cluster is not None:
+        return _make_cluster(cluster, common)
     target = cfg.sentinel()
     if target is None:
         pool = redis.BlockingConnectionPool.from_url(
@@ -226,6 +231,66 @@ def make_redis(
     client = SentinelRedis(connection_pool=pool)
     client.sentinel = sentinel
     return client
+
+
+@contextlib.contextmanager
+def _unreachable_is_a_connection_error() -> Iterator[None]:
+    """redis-py raises RedisClusterException, which is not a RedisError, when no node
+    answers or a slot has no primary (mid-failover): callers that retry ConnectionError
+    (the ledger's, the flusher's, the watcher's) would see a crash instead of an outage."""
+    try:
+        yield
+    except redis.exceptions.RedisClusterException as exc:
+        if isinstance(exc, redis.exceptions.SlotNotCoveredError) or "cannot be connected" in str(
+                exc):
+            raise redis.ConnectionError(f"Redis Cluster unreachable: {exc}") from exc
+        raise
+
+
+class ClusterClient(redis.RedisCluster):
+    """redis-py's RedisCluster, with a cluster that cannot be reached reported as
+    ConnectionError (by commands and pipelines alike)."""
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        with _unreachable_is_a_connection_error():
+            return super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        execute = pipe.execute
+
+        def checked(raise_on_error: bool = True) -> list[Any]:
+            with _unreachable_is_a_connection_error():
+                return execute(raise_on_error)
+
+        pipe.execute = checked
+        return pipe
+
+
+def _make_cluster(
+    target: tuple[list[tuple[str, int]], str | None, str | None], common: dict[str, Any]
+) -> ClusterClient:
+    """redis-py's RedisCluster: one blocking pool of `max_connections` per node, MOVED and
+    ASK followed, the slot map read again after a connection error or CLUSTERDOWN (a
+    failover) and the command retried (`retry`'s count). Keys of one account tree share a
+    hash tag, so every ledger script runs on the one node that owns the tree's slot."""
+    hosts, username, password = target
+    options = {k: v for k, v in common.items()
+               if k not in ("health_check_interval", "retry_on_timeout")}
+    # With `url`, redis-py builds each node's pool with `connection_pool_class(**options)`,
+    # which takes `connection_class` (plain node clients do not); the other addresses are
+    # further startup nodes.
+    host, port = hosts[0]
+    first = f"redis://[{host}]:{port}" if ":" in host else f"redis://{host}:{port}"
+    return ClusterClient(
+        url=first, startup_nodes=[ClusterNode(h, p) for h, p in hosts[1:]],
+        connection_class=Connection, connection_pool_class=redis.BlockingConnectionPool,
+        username=username, password=password, **options)
+
+
+def is_cluster(client: Any) -> bool:
+    """True for a Redis Cluster client (no cross-slot commands, no single pool)."""
+    return isinstance(client, redis.RedisCluster)
 
 
 def keyspace_of(cfg: RedisConfig) -> KeySpace:

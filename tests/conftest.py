@@ -21,6 +21,7 @@ import itertools  # noqa: E402
 import os  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 from urllib.parse import urlsplit, urlunsplit  # noqa: E402
 
 import psycopg  # noqa: E402
@@ -30,6 +31,9 @@ import redis  # noqa: E402
 from loader.migrate import migrate  # noqa: E402
 from rater.config import Config, load_config  # noqa: E402
 from rater.embedded import EmbeddedServers  # noqa: E402
+
+if TYPE_CHECKING:
+    from tests.redis_cluster import ClusterGroup
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIG = REPO / "config" / "rater.toml"
@@ -96,9 +100,36 @@ def database_url(servers: Servers, template_db: str) -> Iterator[str]:
     servers.drop_database(url)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked `also_on_cluster` run twice: on the test Redis and on the test Redis
+    Cluster (ids `[redis]`, `[cluster]`)."""
+    if (metafunc.definition.get_closest_marker("also_on_cluster")
+            and "redis_url" in metafunc.fixturenames):
+        metafunc.parametrize("redis_backend", ["redis", "cluster"], indirect=True)
+
+
 @pytest.fixture
-def redis_url(servers: Servers) -> str:
-    """The test Redis, emptied for this test."""
+def redis_backend(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "redis")
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest, servers: Servers, redis_backend: str) -> str:
+    """The test Redis (or, for `[cluster]` runs, the test cluster), emptied for this test.
+    On the cluster, `redis.Redis.from_url(redis_url)` in a test gives a RedisCluster."""
+    if redis_backend == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        cluster.wait_ok()
+        with cluster.client() as client:
+            client.flushall()
+        plain = redis.Redis.from_url
+
+        def from_url(url: str, **kw: object) -> redis.Redis:
+            return cluster.client(**kw) if url == cluster.url else plain(url, **kw)
+
+        request.getfixturevalue("monkeypatch").setattr(
+            redis.Redis, "from_url", staticmethod(from_url))
+        return cluster.url
     client = redis.Redis.from_url(servers.redis_url)
     client.flushdb()
     client.close()
@@ -126,3 +157,20 @@ def rds(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterGroup]:
+    """A private Redis Cluster (three primaries, three replicas), one per run, or the one
+    `RATER_TEST_REDIS_CLUSTER_URL` names (FLUSHED by the tests)."""
+    from tests.redis_cluster import ClusterGroup, ExternalCluster
+
+    url = os.environ.get("RATER_TEST_REDIS_CLUSTER_URL")
+    if url:
+        yield ExternalCluster(url)
+        return
+    group = ClusterGroup(tmp_path_factory.mktemp("cluster")).start()
+    try:
+        yield group
+    finally:
+        group.stop()

@@ -17,6 +17,8 @@ from rater.cli import main
 REPO = Path(__file__).resolve().parents[1]
 IMPORT_TIME = datetime(2026, 11, 20, tzinfo=UTC)
 
+pytestmark = pytest.mark.also_on_cluster
+
 
 @pytest.fixture
 def example(cfg, pg, database_url, redis_url, monkeypatch):

@@ -23,6 +23,7 @@ def world(cfg, database_url):
         yield w
 
 
+@pytest.mark.also_on_cluster
 def test_plain_prepaid_call(world):
     uuid = world.call(P1, UK, duration=3.2)
     ch = world.wait(uuid)
@@ -57,6 +58,7 @@ def test_plain_prepaid_call(world):
         (P1, 4, 40_000)]
 
 
+@pytest.mark.also_on_cluster
 def test_postpaid_call_down_to_its_credit_limit(world):
     # 0 balance, 0.30 credit: 30 s at 10000/s; the call wants 60 s
     uuid = world.call(PP, UK, duration=60)
@@ -70,6 +72,7 @@ def test_postpaid_call_down_to_its_credit_limit(world):
     assert world.cdr(uuid)["cdr"]["billed_seconds"] == 30
 
 
+@pytest.mark.also_on_cluster
 def test_customer_under_two_resellers_pays_three_levels(world):
     uuid = world.call(C3, UK, duration=5.3)
     world.wait(uuid)
@@ -85,6 +88,7 @@ def test_customer_under_two_resellers_pays_three_levels(world):
     assert world.pg_balance(R1) == 10_000_000 - 6_000
 
 
+@pytest.mark.also_on_cluster
 def test_package_minutes_then_balance(world):
     # 60 free seconds on 44, then 10000/s: a 70.2 s call -> 71 billed, 60 free, 11 paid
     uuid = world.call(PK, UK, duration=70.2)
@@ -96,6 +100,7 @@ def test_package_minutes_then_balance(world):
     assert world.sql("SELECT used_seconds FROM orders WHERE id = 'ord-pk'") == [(60,)]
 
 
+@pytest.mark.also_on_cluster
 def test_call_cut_off_when_money_runs_out(world):
     # 0.05 buys 5 s
     uuid = world.call(SH, UK, duration=30)
@@ -108,6 +113,7 @@ def test_call_cut_off_when_money_runs_out(world):
     assert world.cdr(uuid)["cdr"]["billed_seconds"] == 5
 
 
+@pytest.mark.also_on_cluster
 def test_unanswered_call_charges_nothing(world):
     uuid = world.call(P1, UK, answer=False, duration=1.0)
     ch = world.wait(uuid)
@@ -119,6 +125,7 @@ def test_unanswered_call_charges_nothing(world):
     assert world.sql("SELECT count(*) FROM ledger_entries WHERE ref = %s", uuid) == [(0,)]
 
 
+@pytest.mark.also_on_cluster
 def test_inbound_did_call_uses_the_inbound_only_package(world):
     # no account given: found through the DID; 60 inbound free seconds
     uuid = world.call(None, DID_IN, direction="inbound", duration=10.4)
@@ -135,6 +142,7 @@ def test_inbound_did_call_uses_the_inbound_only_package(world):
     assert world.sql("SELECT used_seconds FROM orders WHERE id = 'ord-in'") == [(11,)]
 
 
+@pytest.mark.also_on_cluster
 def test_refusals_hang_up_with_the_configured_cause(world):
     blocked = world.call(P1, "449012345", duration=5)
     unknown = world.call("2999999999", UK, duration=5)
@@ -146,6 +154,7 @@ def test_refusals_hang_up_with_the_configured_cause(world):
     assert world.balance(P1) == 1_000_000
 
 
+@pytest.mark.also_on_cluster
 def test_fifty_concurrent_calls_never_take_more_than_the_balance(world):
     # CC can afford 600 s (6.00 at 10000/s); 50 calls each want 20 s = 1000 s
     uuids = [world.call(CC, UK, duration=20) for _ in range(50)]
@@ -162,6 +171,7 @@ def test_fifty_concurrent_calls_never_take_more_than_the_balance(world):
     assert world.pg_balance(CC) == world.balance(CC)
 
 
+@pytest.mark.also_on_cluster
 def test_rate_change_applies_to_calls_authorized_after_the_reload(world):
     before = world.call(P1, UK, duration=6.3)
     deadline = time.monotonic() + 10

@@ -213,6 +213,7 @@ def expected_entries(world: World, calls: int) -> int:
 
 # --- exact rows -------------------------------------------------------------------------
 
+@pytest.mark.also_on_cluster
 def test_commit_and_money_entries_become_exact_rows(world: World) -> None:
     world.call("call-1")                                  # paid call, two levels
     world.call("call-2", bucket=True)                     # customer's part free (package)
@@ -262,6 +263,7 @@ def test_commit_and_money_entries_become_exact_rows(world: World) -> None:
     f.close()
 
 
+@pytest.mark.also_on_cluster
 def test_replayed_entries_add_nothing(world: World) -> None:
     world.call("call-1", bucket=True)
     world.topup("topup:1", CUSTOMER, 1_000_000)
@@ -349,6 +351,7 @@ def test_entries_deleted_but_not_acknowledged_are_cleared(world: World) -> None:
     assert world.count("SELECT count(*) FROM ledger_entries") == 0   # nothing to write
 
 
+@pytest.mark.also_on_cluster
 def test_two_flushers_at_once_flush_each_entry_once(world: World) -> None:
     flushers = [world.flusher(f"f{i}", batch_size=7) for i in range(2)]
     stop = threading.Event()

@@ -392,8 +392,7 @@ def test_d_url_encoded_newlines_are_decoded_as_a_value_never_a_header_or_frame()
     assert parse_frame(second).name == "HEARTBEAT"
     # and the decoded value cannot become a line of a command sent back to the switch
     with pytest.raises(ValueError):
-        commands.uuid_transfer_inline("u1", {"rater_max_seconds": "60"},
-                                      event.variable("rater_destination"), "rated")
+        commands.uuid_transfer("u1", event.variable("rater_destination"), "rated")
     with pytest.raises(ValueError):
         commands.uuid_setvar("u1", "x", event.variable("rater_destination"))
 

@@ -72,6 +72,7 @@ def run_leg(ledger: Ledger, uuid: str, p: LegPlan, billed: int, chunk: int = 60)
     return ledger.commit(keys, uuid, billed, hangup_cause="NORMAL_CLEARING")
 
 
+@pytest.mark.also_on_cluster
 def test_worked_example_three_levels(ledger: Ledger, rds: redis.Redis):
     for acct, bal in ((CUSTOMER, 10_000_000), (R2, 10_000_000), (R1, 10_000_000)):
         seed(ledger.redis, acct, bal)
@@ -155,6 +156,7 @@ def test_partial_reservation_grants_what_every_level_can_pay(ledger: Ledger):
     assert ledger.account_state(TAG, CUSTOMER).held_micros == 60_000  # 60 s at 0.06/min
 
 
+@pytest.mark.also_on_cluster
 def test_concurrent_reservations_never_exceed_balance_plus_credit(redis_url: str):
     client = redis.Redis.from_url(redis_url, max_connections=64)
     ledger = Ledger(client, KS)
@@ -197,6 +199,7 @@ def test_concurrent_reservations_never_exceed_balance_plus_credit(redis_url: str
     assert ledger.account_state(TAG, R1).balance_micros == 500_000 - 500_000
 
 
+@pytest.mark.also_on_cluster
 def test_shared_reseller_race_never_exceeds_its_funds(redis_url: str):
     client = redis.Redis.from_url(redis_url, max_connections=64)
     ledger = Ledger(client, KS)
@@ -231,6 +234,7 @@ def test_shared_reseller_race_never_exceeds_its_funds(redis_url: str):
     assert ledger.account_state(TAG, R1).held_micros == 300_000
 
 
+@pytest.mark.also_on_cluster
 def test_max_channels_enforced_atomically(redis_url: str):
     client = redis.Redis.from_url(redis_url, max_connections=64)
     ledger = Ledger(client, KS)
@@ -256,6 +260,7 @@ def test_max_channels_enforced_atomically(redis_url: str):
     assert ledger.authorize("mc-y", p, cap_seconds=60).allowed
 
 
+@pytest.mark.also_on_cluster
 def test_package_seconds_first_then_balance(ledger: Ledger, rds: redis.Redis):
     seed(ledger.redis, CUSTOMER, 10_000_000)
     seed_bucket(ledger.redis, "ord-1", 100)
@@ -284,6 +289,7 @@ def test_call_wholly_covered_by_package_costs_nothing(ledger: Ledger, rds: redis
     assert outbox(rds)[0]["ledger"] == []
 
 
+@pytest.mark.also_on_cluster
 def test_buckets_never_go_below_zero_under_races(redis_url: str):
     client = redis.Redis.from_url(redis_url, max_connections=64)
     ledger = Ledger(client, KS)
@@ -321,6 +327,7 @@ def test_buckets_never_go_below_zero_under_races(redis_url: str):
     assert ledger.account_state(TAG, CUSTOMER).balance_micros == 0
 
 
+@pytest.mark.also_on_cluster
 def test_every_operation_replayed_is_a_no_op(ledger: Ledger, rds: redis.Redis):
     seed(ledger.redis, CUSTOMER, 5_000_000)
     p = plan(level(CUSTOMER, RETAIL))
@@ -347,12 +354,14 @@ def test_every_operation_replayed_is_a_no_op(ledger: Ledger, rds: redis.Redis):
     assert [row["id"] for e in entries for row in e["ledger"]] == ["call:r1:0", "topup:ref-9"]
 
 
+@pytest.mark.also_on_cluster
 def test_scripts_recover_after_script_flush(ledger: Ledger):
     seed(ledger.redis, CUSTOMER, 5_000_000)
     ledger.redis.script_flush()
     assert ledger.authorize("sf", plan(level(CUSTOMER, RETAIL)), cap_seconds=60).allowed
 
 
+@pytest.mark.also_on_cluster
 def test_apply_is_all_or_nothing_across_the_chain(ledger: Ledger, rds: redis.Redis):
     seed(ledger.redis, CUSTOMER, 10_000_000)
     seed(ledger.redis, R1, 1_000_000)

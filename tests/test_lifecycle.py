@@ -200,6 +200,7 @@ def env(cfg: Config) -> Iterator[Env]:
     # commission under admin: customer pays admin's 5.00 + 1.00; RC 4.50 + 0.90
     (CC, [(CC, 5_000_000, 1_000_000), (RC, 4_500_000, 900_000)]),
 ])
+@pytest.mark.also_on_cluster
 def test_order_charges_every_level_once(
     world: None, env: Env, rds: redis.Redis, pg: psycopg.Connection, account: str,
     expected: list[tuple[str, int, int]],
@@ -297,6 +298,7 @@ def test_a_refused_rule_changes_nothing(
 
 # --- idempotency --------------------------------------------------------------------------
 
+@pytest.mark.also_on_cluster
 def test_retry_after_a_crash_between_redis_and_postgres_charges_once(
     world: None, env: Env, rds: redis.Redis, pg: psycopg.Connection,
     monkeypatch: pytest.MonkeyPatch,
@@ -414,6 +416,7 @@ def _use(rds: redis.Redis, account: str, order_id: str, seconds: int) -> None:
     # full: nothing back
     ("full", 7, 3000, (0, 0)),
 ])
+@pytest.mark.also_on_cluster
 def test_early_termination_refunds_each_level_its_share(
     world: None, env: Env, rds: redis.Redis, pg: psycopg.Connection, charge_type: str,
     days: int, used_seconds: int, refunds: tuple[int, int],

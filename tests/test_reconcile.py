@@ -52,6 +52,7 @@ def test_no_difference_before_during_and_after_flushing(world: World) -> None:
                                 "orders_checked": 1}
 
 
+@pytest.mark.also_on_cluster
 def test_exact_while_a_flusher_runs(world: World) -> None:
     for i in range(60):
         world.call(f"call-{i}", account=(CUSTOMER, CUSTOMER3)[i % 2], bucket=(i % 10 == 0))
@@ -71,6 +72,7 @@ def test_exact_while_a_flusher_runs(world: World) -> None:
     assert checks > 0 and check(world).ok
 
 
+@pytest.mark.also_on_cluster
 def test_a_tampered_balance_is_reported(world: World) -> None:
     some_traffic(world)
     world.rds.hincrby(KS.account(world.tag(CUSTOMER), CUSTOMER), "bal", 7)
@@ -112,6 +114,7 @@ def test_missing_keys_and_period_mismatch_are_reported(world: World) -> None:
     assert bucket.redis is None and bucket.postgres == 600
 
 
+@pytest.mark.also_on_cluster
 @pytest.mark.parametrize("tamper", [False, True])
 def test_rater_reconcile_command(world: World, tamper: bool) -> None:
     some_traffic(world)

@@ -324,6 +324,7 @@ def test_renewal_race_between_threads_charges_once(
     _assert_charged_once(rds, pg)
 
 
+@pytest.mark.also_on_cluster
 def test_renewal_race_between_processes_charges_once(
     world: None, env: Env, cfg: Config, rds: redis.Redis, pg: psycopg.Connection,
 ):

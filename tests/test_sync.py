@@ -48,6 +48,7 @@ def keyspace_of(cfg: Config) -> KeySpace:
 
 # --- the store -------------------------------------------------------------------------
 
+@pytest.mark.also_on_cluster
 def test_publish_fetch_and_keep_the_newest_versions(rb: redis.Redis):
     assert fetch_current(rb, KS) is None
     assert load_current(rb, KS) is None
@@ -99,6 +100,7 @@ def test_a_decoding_client_is_refused(rds: redis.Redis):
 
 # --- loader sync -----------------------------------------------------------------------
 
+@pytest.mark.also_on_cluster
 def test_sync_publishes_and_seeds(cfg: Config, pg: psycopg.Connection, rds: redis.Redis,
                                   rb: redis.Redis):
     import_world(pg)
@@ -125,6 +127,7 @@ def test_sync_publishes_and_seeds(cfg: Config, pg: psycopg.Connection, rds: redi
         "left": "0", "held": "0", "period": "0", "cap": "0"}
 
 
+@pytest.mark.also_on_cluster
 def test_sync_never_overwrites_live_state(cfg: Config, pg: psycopg.Connection,
                                           rds: redis.Redis, rb: redis.Redis):
     import_world(pg)
@@ -143,6 +146,7 @@ def test_sync_never_overwrites_live_state(cfg: Config, pg: psycopg.Connection,
     assert rds.hget(ks.bucket(ks.tag(R1), "o-uk-a"), "left") == "17"
 
 
+@pytest.mark.also_on_cluster
 def test_a_change_in_postgres_publishes_and_seeds_only_what_is_new(
         cfg: Config, pg: psycopg.Connection, rds: redis.Redis, rb: redis.Redis):
     import_world(pg)
@@ -170,6 +174,7 @@ def test_a_different_shard_count_is_refused(cfg: Config, pg: psycopg.Connection,
     assert rds.keys(f"{cfg.redis.key_prefix}:*:a:*") == []
 
 
+@pytest.mark.also_on_cluster
 def test_watch_resyncs_on_notify(cfg: Config, pg: psycopg.Connection, rb: redis.Redis):
     import_world(pg)
     lines: queue.Queue[str] = queue.Queue()

@@ -146,8 +146,8 @@ class NodeCheck:
         for shard in range(ledger.keys.shards):
             tag = ledger.keys.tag_of_shard(shard)
             for uuid in ledger.live_legs(tag):
-                if uuid in handler.legs:
-                    continue
+                if uuid in handler.legs or handler.commit_pending(uuid):
+                    continue  # ours, or ended here with its commit retried until Redis answers
                 rec = ledger.leg_record(tag, uuid)
                 keys = ledger.stored_leg_keys(tag, uuid)
                 if rec is None or keys is None or rec.node != node.name or (

@@ -391,6 +391,7 @@ class CallHandler:
         if self._try_commit(uuid, live, c) is not _Outcome.DONE:
             # Redis is unreachable, or the script failed: the commit is idempotent, so it is
             # tried again in the background (see _commit_until_done)
+            self._retrying[uuid] = c
             g = self._retries.spawn(self._commit_until_done, uuid, live, c)
             g.link_exception(_log_failure)
 
@@ -435,6 +436,10 @@ class CallHandler:
         self._reserve_timer(uuid, live, min(RECORD_RETRY, left), _FIND_RECORD_DUE)
         return None
 
+    def commit_pending(self, uuid: str) -> bool:
+        """True while this process retries the commit of `uuid` (Redis did not answer)."""
+        return uuid in self._retrying
+
     def _commit_until_done(self, uuid: str, live: LiveLeg, c: L.Commit) -> None:
         """Retry a commit: while Redis is unreachable or busy, until it answers; after a
         script error, SCRIPT_ERROR_ATTEMPTS times in all. A commit given up leaves the leg
@@ -442,7 +447,6 @@ class CallHandler:
         switch's record); the log line keeps everything the commit knew."""
         backoff = Backoff(0.2, 5.0, jitter=0.0, clock=self.clock)
         failures = 1
-        self._retrying[uuid] = c
         try:
             while True:
                 gevent.sleep(backoff.next_delay())

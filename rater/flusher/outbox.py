@@ -9,6 +9,10 @@ XAUTOCLAIM also hands back this consumer's own entries once idle that long, so a
 XREADGROUP reply was lost (a timeout, a retried command) is not forgotten. A batch retried
 while PostgreSQL is down is `touch`ed so no other flusher claims it from a live one.
 
+On Redis Cluster every shard's stream lives in its own slot and one XREADGROUP cannot name
+several: each stream is then read on its own, the reads pipelined node by node, and a wait
+for new entries polls every `CLUSTER_POLL` seconds instead of blocking in Redis.
+
 Works with Redis 6.2 and 7: on 6.2 XAUTOCLAIM returns an entry deleted from the stream as
 (None, None) without its id; reading our own pending entries then returns it as (id, {}),
 which is acknowledged with nothing to write. Redis 7 drops such ids from the pending list.
@@ -16,13 +20,18 @@ which is acknowledged with nothing to write. Redis 7 drops such ids from the pen
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import gevent
 import redis
 
 GROUP = "flusher"
+
+# Seconds between two reads of every stream while waiting for new entries on Redis Cluster.
+CLUSTER_POLL = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +57,7 @@ class Outbox:
         self.group = group
         self._own: set[str] = set(self.streams)   # streams whose own pending list to read
         self._cursors = dict.fromkeys(self.streams, "0-0")
+        self._cluster = isinstance(client, redis.RedisCluster)
 
     # --- set-up -----------------------------------------------------------------------
 
@@ -201,6 +211,8 @@ class Outbox:
     def _xreadgroup(
         self, streams: dict[str, str], count: int, block_ms: int | None
     ) -> list[tuple[str, list[OutboxEntry]]]:
+        if self._cluster:
+            return self._xreadgroup_each(streams, count, block_ms)
         for attempt in (1, 2):
             try:
                 reply = self.redis.xreadgroup(self.group, self.consumer, streams, count=count,
@@ -216,6 +228,31 @@ class Outbox:
             name = _text(stream)
             out.append((name, [OutboxEntry(name, _text(i), f or {}) for i, f in entries]))
         return out
+
+    def _xreadgroup_each(
+        self, streams: dict[str, str], count: int, block_ms: int | None
+    ) -> list[tuple[str, list[OutboxEntry]]]:
+        """Redis Cluster: one XREADGROUP per stream (pipelined), polled until `block_ms`."""
+        deadline = time.monotonic() + (block_ms or 0) / 1000
+        while True:
+            pipe = self.redis.pipeline(transaction=False)
+            for stream, start in streams.items():
+                pipe.xreadgroup(self.group, self.consumer, {stream: start}, count=count)
+            out = []
+            regrouped = False
+            for reply in self._execute(pipe):
+                if isinstance(reply, redis.ResponseError):
+                    if "NOGROUP" not in str(reply) or regrouped:
+                        raise reply
+                    self.ensure_groups()  # the stream or group vanished (a failover, FLUSHALL)
+                    regrouped = True
+                    continue
+                for name, entries in _stream_items(reply):
+                    text = _text(name)
+                    out.append((text, [OutboxEntry(text, _text(i), f or {}) for i, f in entries]))
+            if any(entries for _, entries in out) or time.monotonic() >= deadline:
+                return out
+            gevent.sleep(min(CLUSTER_POLL, max(0.0, deadline - time.monotonic())))
 
     @staticmethod
     def _execute(pipe: Any) -> list[Any]:

@@ -154,7 +154,8 @@ class Ledger:
         self.leg_ttl = leg_ttl_seconds
         self.clock = clock or SystemClock()
         self._scripts = register_scripts(client)
-        self._calls = _Calls(client)
+        cluster = isinstance(client, redis.RedisCluster)
+        self._calls = _ClusterCalls(client) if cluster else _Calls(client)
         self._shared: dict[Any, Any] = {}  # tag -> (outbox, live); (tag, account) -> key
 
     # --- legs -----------------------------------------------------------------------
@@ -424,6 +425,20 @@ class _Calls:
         idle, self._idle = self._idle, []
         for _, conn in idle:
             self._pool.release(conn)
+
+
+class _ClusterCalls:
+    """Commands through redis-py's RedisCluster, which sends each script to the node that
+    owns its keys' slot, follows MOVED/ASK, retries TRYAGAIN and, after a connection error
+    or CLUSTERDOWN, reads the slot map again and retries (every script is idempotent)."""
+
+    kept = 0
+
+    def __init__(self, client: redis.RedisCluster) -> None:
+        self._client = client
+
+    def call(self, *args: Any) -> Any:
+        return self._client.execute_command(*args)
 
 
 try:  # hiredis packs in C what redis-py packs in Python (same bytes for str, int, bytes)

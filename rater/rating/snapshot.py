@@ -566,6 +566,10 @@ class Snapshot:
             "orders": len(self._ord_id), "rate_groups": len(self._groups),
         }
 
+    def account_numbers(self) -> list[str]:
+        """Every account's number."""
+        return list(self._accounts.keys())
+
     def account(self, number: str) -> AccountInfo | None:
         """The account with this number, or None."""
         i = self._accounts.get(number)

@@ -32,7 +32,7 @@ return {1, tonumber(ARGV[1])}
 
 
 def _check_binary(redis: Any) -> None:
-    if redis.connection_pool.connection_kwargs.get("decode_responses"):
+    if redis.get_encoder().decode_responses:  # a client, or a cluster client
         raise TypeError("snapshot blobs need a Redis client with decode_responses=False")
 
 
