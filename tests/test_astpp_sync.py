@@ -300,7 +300,7 @@ def test_dry_run_prints_accounts_and_unmappable_rows_and_writes_nothing(world, c
         "dids #2: 15550000000 is not assigned to an account",
         "products #2: not a package",
         "block_patterns #1: '4490' is blocked for one account",
-        "invoice_details #1 2000000001 REFILL 10: already in the seeded balance",
+        "invoice_details #1 2000000001 REFILL 10: already in the opening balance",
     ):
         assert reason in out, reason
     assert pg.execute("SELECT count(*) FROM accounts").fetchone() == (0,)
@@ -376,6 +376,26 @@ def test_a_new_account_brings_its_earlier_payments_inside_its_opening_balance(wo
     sync(world)
     sync(world)
     assert balance(capsys, "2000000011") == 7_000_000
+
+
+def test_an_account_imported_from_a_file_first_gets_only_later_ASTPP_money(world, capsys, pg):
+    from loader.dataset import import_dataset
+
+    import_dataset(pg, {
+        "rate_groups": [{"name": "wholesale", "rates": [
+            {"prefix": "44", "price_per_min": "0.01"}]}],
+        "accounts": [{"number": R1, "kind": "reseller", "reseller_type": "margin",
+                      "balance": "40", "rate_group": "wholesale"}]}, now=NOW)
+    sql(world, "INSERT INTO invoice_details (id, accountid, order_item_id, charge_type,"
+        " description, debit, credit) VALUES (6, 2, 0, 'REFILL', 'old', 0, 100.00000)")
+    sync(world)
+    # R1's opening balance stays the file's 40 (ASTPP's 100 is not re-seeded), and ASTPP's
+    # refill of that instant is not applied: it is history, not a new payment
+    assert balance(capsys, R1) == 40_000_000
+    sql(world, "INSERT INTO invoice_details (id, accountid, order_item_id, charge_type,"
+        " description, debit, credit) VALUES (7, 2, 0, 'REFILL', 'new', 0, 3.00000)")
+    sync(world)
+    assert balance(capsys, R1) == 43_000_000
 
 
 # --- CDR write-back -------------------------------------------------------------------------

@@ -6,7 +6,9 @@ post-charge, an invoice payment, a commission, their taxes). The rule:
 
 - an account seen for the first time is seeded from ASTPP's balance (`loader.dataset` writes
   its opening ledger entry); every money row ASTPP has for it at that instant is already in
-  that balance, so each is recorded here as ``opening`` and never applied;
+  that balance, so each is recorded here as ``opening`` and never applied. An account that
+  was already here (a `loader import` of a file) keeps its opening balance, and its ASTPP
+  rows of that instant are likewise not applied: only later rows are;
 - a money row that appears later becomes one `balance_adjustments` row with ref
   ``astpp:invoice_details:<id>`` (unique), which `loader sync` applies to the live balance
   exactly once (`loader.adjustments`); it is recorded as ``adjustment``;
@@ -39,6 +41,10 @@ CREATE TABLE IF NOT EXISTS astpp_money (
                         ('opening', 'adjustment', 'not_carried', 'zero')),
     charge_type     text NOT NULL DEFAULT '',
     seen_at         timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS astpp_accounts (
+    number          text PRIMARY KEY,            -- first carried by a sync at seen_at
+    seen_at         timestamptz NOT NULL
 )"""
 
 REF_PREFIX = "astpp:invoice_details:"
@@ -59,6 +65,7 @@ class MoneyPlan:
     """Every ASTPP money row not yet recorded here, with what the sync does with it."""
 
     rows: list[MoneyRow] = field(default_factory=list)
+    first_seen: list[str] = field(default_factory=list)  # accounts carried for the first time
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(r.disposition for r in self.rows))
@@ -70,12 +77,14 @@ def ensure_state(conn: psycopg.Connection) -> None:
 
 def plan_money(conn: psycopg.Connection, data: AstppData, mapping: Mapping) -> MoneyPlan:
     """Classify the money rows not yet recorded (reads only)."""
-    exists = conn.execute("SELECT to_regclass('astpp_money') IS NOT NULL").fetchone()[0]
+    exists = conn.execute("SELECT to_regclass('astpp_accounts') IS NOT NULL").fetchone()[0]
     recorded: set[int] = set()
+    seen: set[str] = set()
     if exists:
         recorded = {r[0] for r in conn.execute("SELECT id FROM astpp_money")}
-    seeding = {p.number for p in mapping.plans if p.balance_is_seed}
-    plan = MoneyPlan()
+        seen = {r[0] for r in conn.execute("SELECT number FROM astpp_accounts")}
+    seeding = {p.number for p in mapping.plans} - seen
+    plan = MoneyPlan(first_seen=sorted(seeding))
     for r in data["invoice_details"]:
         account = mapping.numbers.get(int(r["accountid"] or 0))
         if account is None or account not in mapping.billing or int(r["id"]) in recorded:
@@ -100,6 +109,9 @@ def record_money(conn: psycopg.Connection, plan: MoneyPlan, now: datetime) -> in
     adjustments were queued."""
     queued = 0
     with conn.cursor() as cur:
+        cur.executemany("INSERT INTO astpp_accounts (number, seen_at) VALUES (%s, %s)"
+                        " ON CONFLICT (number) DO NOTHING",
+                        [(number, now) for number in plan.first_seen])
         for row in plan.rows:
             if row.disposition == "adjustment":
                 cur.execute(
@@ -116,7 +128,7 @@ def record_money(conn: psycopg.Connection, plan: MoneyPlan, now: datetime) -> in
 
 
 def describe_row(row: MoneyRow) -> str:
-    what = {"opening": "already in the seeded balance",
+    what = {"opening": "already in the opening balance",
             "adjustment": "to apply as an adjustment",
             "not_carried": "not carried (a package or DID order charge: this daemon charges "
                            "the packages it renews itself)",
