@@ -243,6 +243,9 @@ class Daemon:
     def _gauges(self, stop: gevent.event.Event) -> None:
         while not stop.wait(1.0):
             self.metrics.live_legs.set(len(self.handler.legs))
+            self.metrics.oldest_leg_seconds.set(
+                self.handler.legs.oldest_age(self.clock.monotonic()))
+            self.metrics.max_call_seconds.set(self.cfg.rating.max_call_seconds)
             self.metrics.event_queue_depth.set(self.dispatcher.pending)
             for link in self.nodes.values():
                 self.metrics.esl_connected.labels(link.name).set(1 if link.ready else 0)

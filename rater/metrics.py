@@ -1,14 +1,24 @@
 """Every Prometheus metric, declared once, on a registry of its own (one per daemon).
 
 No label carries an account or a number: cardinality stays bounded whatever the traffic.
+Labels whose values are known in advance are exported at 0 from the start, so rules and
+dashboards (ops/) find a series before the first event of its kind.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from rater.config import REFUSAL_REASONS
+
 # Park-to-decision latency buckets: sub-millisecond to a second.
 DECISION_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+# Label values known in advance (refusal reasons: rater.config.REFUSAL_REASONS).
+RESERVATION_RESULTS = ("ok", "short", "refused", "error")
+SETTLEMENTS = ("final", "switch_record", "unanswered", "as_reserved")
+CHANNEL_SYNC_FINDINGS = ("gone", "parked", "readmit", "answered")
+RENEWAL_OUTCOMES = ("renewed", "released", "failed")
 
 
 class Metrics:
@@ -81,3 +91,15 @@ class Metrics:
         self.renewals = Counter(
             "rater_package_renewals", "Package periods renewed or released, by outcome.",
             ["outcome"], registry=r)
+        self.oldest_leg_seconds = Gauge(
+            "rater_oldest_live_leg_seconds", "Seconds since this process took up its oldest "
+            "live leg (0 with none; a restart counts again from adoption).", registry=r)
+        self.max_call_seconds = Gauge(
+            "rater_max_call_seconds", "rating.max_call_seconds, for alerts.", registry=r)
+        for metric, values in ((self.calls_refused, REFUSAL_REASONS),
+                               (self.reservations, RESERVATION_RESULTS),
+                               (self.commits, SETTLEMENTS),
+                               (self.channel_sync, CHANNEL_SYNC_FINDINGS),
+                               (self.renewals, RENEWAL_OUTCOMES)):
+            for value in values:
+                metric.labels(value)

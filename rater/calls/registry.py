@@ -64,6 +64,13 @@ class LegRegistry:
         if live is not None:
             self.cancel_timers(live)
 
+    def oldest_age(self, now: float) -> float:
+        """Seconds since the oldest live leg was taken up (`now` - its created_at), 0 with
+        none. Legs are only created when absent, so the first one kept is the oldest."""
+        for live in self._legs.values():
+            return max(0.0, now - live.created_at)
+        return 0.0
+
     def uuids(self, node: str | None = None) -> list[str]:
         return [u for u, live in self._legs.items() if node is None or live.node == node]
 
