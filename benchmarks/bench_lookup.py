@@ -31,9 +31,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from loader.snapshot import ReferenceData, encode_snapshot
 from rater.ledger.keys import KeySpace
 from rater.rating.chain import LegPlan, resolve_leg
-from rater.rating.snapshot import ReferenceData, Snapshot, encode_snapshot
+from rater.rating.snapshot import Snapshot
 
 COUNTRY_CODES = (
     "1", "7", "20", "27", "30", "31", "32", "33", "34", "36", "39", "40", "41", "43", "44",

@@ -35,14 +35,15 @@ import redis as redis_lib
 
 from loader.adjustments import apply_adjustments
 from loader.db import connect
+from loader.snapshot import build_snapshot
 from rater.backoff import Backoff
 from rater.config import Config, mask_url
 from rater.errors import ConfigError, DatabaseUnavailable, RaterError
 from rater.ledger.client import Ledger
 from rater.ledger.keys import KeySpace
-from rater.rating.snapshot import build_snapshot, read_header
-from rater.rating.snapshot_store import current_version, publish
+from rater.rating.snapshot_format import read_header
 from rater.redis_client import keyspace_of, make_redis
+from rater.snapshot_store import current_version, publish
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,9 @@ from gevent.event import Event
 
 from rater.ledger.keys import KeySpace
 from rater.metrics import Metrics
-from rater.rating.snapshot import Snapshot, SnapshotError
-from rater.rating.snapshot_store import load_current
+from rater.rating.snapshot import Snapshot
+from rater.rating.snapshot_format import SnapshotError
+from rater.snapshot_store import load_current
 
 log = logging.getLogger(__name__)
 

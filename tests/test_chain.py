@@ -5,9 +5,10 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from loader.snapshot import build_snapshot
 from rater.ledger.keys import KeySpace
 from rater.rating.chain import BucketRef, LegPlan, Refusal, resolve_leg
-from rater.rating.snapshot import Snapshot, build_snapshot
+from rater.rating.snapshot import Snapshot
 from rater.rating.tariff import Tariff
 from tests.rating_world import (
     C1,

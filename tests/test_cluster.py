@@ -23,9 +23,10 @@ from rater.cli import main
 from rater.config import Config, RedisConfig, load_config
 from rater.errors import ConfigError
 from rater.ledger.client import Ledger
-from rater.ledger.keys import KeySpace, shard_of
+from rater.ledger.keys import KeySpace
 from rater.ledger.layout import even_owner, layout
 from rater.redis_client import make_redis
+from rater.shards import shard_of
 from tests.conftest import EXAMPLE_CONFIG
 from tests.e2e_world import CC, UK, dataset, running_world
 from tests.process_world import CONFIG, PASSWORD, ProcessWorld, process_world

@@ -17,12 +17,12 @@ import pytest
 import redis
 from gevent.event import Event
 
+from loader.snapshot import ReferenceData, encode_snapshot
 from loader.sync import run_sync, sync_once
 from rater.config import Config
 from rater.ledger.keys import KeySpace
-from rater.rating.snapshot import ReferenceData, encode_snapshot
-from rater.rating.snapshot_store import publish
 from rater.redis_client import keyspace_of as redis_keyspace
+from rater.snapshot_store import publish
 from rater.snapshot_watcher import SnapshotHolder
 from tests.rating_world import C3, import_world
 

@@ -8,17 +8,10 @@ import struct
 import psycopg
 import pytest
 
+from loader.snapshot import ReferenceData, build_snapshot, encode_snapshot
 from rater.ledger.keys import KeySpace
-from rater.rating.snapshot import (
-    FORMAT_VERSION,
-    OrderInfo,
-    ReferenceData,
-    Snapshot,
-    SnapshotError,
-    build_snapshot,
-    encode_snapshot,
-    read_header,
-)
+from rater.rating.snapshot import OrderInfo, Snapshot
+from rater.rating.snapshot_format import FORMAT_VERSION, SnapshotError, read_header
 from rater.rating.tariff import Tariff
 from tests.rating_world import C1, C2, C3, DID_C1, R1, R2, epoch, import_world
 

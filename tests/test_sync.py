@@ -10,19 +10,20 @@ import psycopg
 import pytest
 import redis
 
+from loader.snapshot import ReferenceData, encode_snapshot
 from loader.sync import run_sync, sync_once
 from rater.config import Config
 from rater.errors import ConfigError
 from rater.ledger.keys import KeySpace
-from rater.rating.snapshot import ReferenceData, SnapshotError, encode_snapshot
-from rater.rating.snapshot_store import (
+from rater.rating.snapshot_format import SnapshotError
+from rater.redis_client import keyspace_of as redis_keyspace
+from rater.snapshot_store import (
     current_version,
     fetch_current,
     load_current,
     publish,
     published_versions,
 )
-from rater.redis_client import keyspace_of as redis_keyspace
 from tests.rating_world import C1, C3, R1, R2, import_world
 
 KS = KeySpace(prefix="rt", shards=16)

@@ -69,7 +69,7 @@ def open_ledger(cfg: Config) -> tuple[Any, Any]:
 
 def current_snapshot(client: Any, keyspace: Any) -> Any:
     """The published rating snapshot, or an error telling the operator what to run."""
-    from rater.rating.snapshot_store import load_current
+    from rater.snapshot_store import load_current
 
     snap = load_current(client, keyspace)
     if snap is None:

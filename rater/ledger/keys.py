@@ -2,8 +2,9 @@
 can touch the whole reseller chain in one slot on Redis Cluster.
 
 A tree is an account directly under admin together with everything below it. Trees are
-spread over `shards` hash tags `{s<N>}`; N is a stable hash of the tree's top account. Each
-shard has one outbox stream, so the flusher reads `shards` streams, not one per tree.
+spread over `shards` hash tags `{s<N>}`; N is a stable hash of the tree's top account
+(`rater.shards`). Each shard has one outbox stream, so the flusher reads `shards` streams,
+not one per tree.
 
     <p>:{s<N>}:a:<account>   hash  bal, held, ch        live balance, money on hold, live legs
     <p>:{s<N>}:b:<order>     hash  left, held, period, cap   free seconds of a package order
@@ -20,13 +21,9 @@ shard has one outbox stream, so the flusher reads `shards` streams, not one per 
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 
-
-def shard_of(top_account: str, shards: int) -> int:
-    """The shard of a tree, from its top-level account (stable across processes)."""
-    return zlib.crc32(top_account.encode()) % shards
+from rater.shards import tag_of, tag_of_shard
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +34,11 @@ class KeySpace:
     shards: int = 16
 
     def tag(self, top_account: str) -> str:
-        return f"{{s{shard_of(top_account, self.shards)}}}"
+        """The hash tag of the tree whose top-level account this is."""
+        return tag_of(top_account, self.shards)
 
     def tag_of_shard(self, shard: int) -> str:
-        return f"{{s{shard}}}"
+        return tag_of_shard(shard)
 
     def account(self, tag: str, account: str) -> str:
         return f"{self.prefix}:{tag}:a:{account}"

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from redis.crc import key_slot
 
-from rater.ledger.keys import KeySpace, shard_of
+from rater.ledger.keys import KeySpace
+from rater.shards import shard_of
 
 
 @dataclass

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from rater.ledger.keys import KeySpace
-from rater.rating.snapshot import Snapshot, SnapshotError
+from rater.rating.snapshot import Snapshot
+from rater.rating.snapshot_format import SnapshotError
 
 # Moves the pointer only forward unless forced, so a slow loader that built an older version
 # cannot roll the daemons back. Returns {1, version} when set, {0, current} when refused.
