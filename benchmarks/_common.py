@@ -7,12 +7,14 @@ Not a benchmark itself. Scripts import it as `from _common import ...` (run as f
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import platform
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -36,6 +38,7 @@ class Servers:
     redis_pid: int | None = None
     postgres_pid: int | None = None
     embedded: bool = False
+    redis_pids: dict[str, int] | None = None   # several Redis processes (a cluster)
 
 
 def _pid(name: str) -> int | None:
@@ -60,6 +63,23 @@ def servers() -> Iterator[Servers]:
         yield Servers(redis_url or s.redis.url, db_url or s.postgres.url,
                       s.redis.proc.pid if s.redis.proc else None,
                       s.postgres.proc.pid if s.postgres.proc else None, embedded=True)
+
+
+@contextlib.contextmanager
+def with_cluster(srv: Servers) -> Iterator[Servers]:
+    """`srv`'s PostgreSQL with a private Redis Cluster instead of its Redis: three primaries
+    and three replicas on loopback (tests/redis_cluster.py, the tests' own)."""
+    from tests.redis_cluster import ClusterGroup
+
+    with tempfile.TemporaryDirectory(prefix="rater-cluster-") as tmp:
+        group = ClusterGroup(Path(tmp), node_timeout_ms=5000).start()
+        try:
+            yield dataclasses.replace(
+                srv, redis_url=group.url, redis_pid=None,
+                redis_pids={f"redis-{i + 1}": n.proc.pid for i, n in enumerate(group.nodes)
+                            if n.proc is not None})
+        finally:
+            group.stop()
 
 
 def machine() -> dict[str, str]:

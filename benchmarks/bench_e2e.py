@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import shutil
@@ -43,7 +44,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, world
 
 import _common
 import psycopg
-import redis
 from _common import (
     PYTHON,
     RATER,
@@ -60,10 +60,11 @@ from world import World, build
 from loader.dataset import import_dataset
 from loader.migrate import migrate
 from loader.sync import sync_once
-from rater.config import load_config
+from rater.config import RedisConfig, load_config
 from rater.embedded import free_port
 from rater.ledger.keys import KeySpace
 from rater.reconcile import reconcile
+from rater.redis_client import make_redis
 
 SHARDS = 16
 
@@ -77,7 +78,7 @@ key_prefix = "{prefix}"
 [database]
 url = "{db_url}"
 [[freeswitch]]
-name = "fs1"
+name = "{node}"
 host = "127.0.0.1"
 port = {esl_port}
 password = "ClueCon"
@@ -104,8 +105,9 @@ enabled = false
 
 def prepare(srv: _common.Servers, accounts: int, deck: int, workdir: Path, *,
             debit: int, ahead: float, max_call: int = 14_400, flusher_in_daemon: bool = True,
-            seed: int = 1) -> tuple[World, Path, dict]:
-    """Import a generated world, write the daemon's config, sync it into Redis."""
+            seed: int = 1, daemons: int = 1) -> tuple[World, list[Path], dict]:
+    """Import a generated world, write each daemon's config (`rater-<n>.toml`, its own
+    switch `fs<n>` and ports), sync it into Redis."""
     dataset, world = build(accounts, deck, seed)
     t = time.perf_counter()
     with psycopg.connect(srv.database_url) as conn:
@@ -113,14 +115,18 @@ def prepare(srv: _common.Servers, accounts: int, deck: int, workdir: Path, *,
         conn.commit()
         import_dataset(conn, dataset, source="benchmark world")
     imported = time.perf_counter() - t
-    ports = {"esl_port": free_port(), "metrics_port": free_port()}
-    cfg_path = workdir / "rater.toml"
-    cfg_path.write_text(CONFIG.format(
-        redis_url=srv.redis_url, db_url=srv.database_url, shards=SHARDS,
-        prefix=f"bench{world.run}", debit=debit, ahead=ahead, max_call=max_call,
-        flusher_in_daemon=str(flusher_in_daemon).lower(), **ports))
-    cfg = load_config(cfg_path, env={})
-    rds = redis.Redis.from_url(srv.redis_url)
+    paths, pairs = [], []
+    for n in range(1, daemons + 1):
+        ports = {"esl_port": free_port(), "metrics_port": free_port()}
+        cfg_path = workdir / f"rater-{n}.toml"
+        cfg_path.write_text(CONFIG.format(
+            redis_url=srv.redis_url, db_url=srv.database_url, shards=SHARDS,
+            prefix=f"bench{world.run}", debit=debit, ahead=ahead, max_call=max_call,
+            flusher_in_daemon=str(flusher_in_daemon).lower(), node=f"fs{n}", **ports))
+        paths.append(cfg_path)
+        pairs.append(ports)
+    cfg = load_config(paths[0], env={})
+    rds = make_redis(cfg.redis, max_connections=4, socket_timeout=30)
     t = time.perf_counter()
     sync = sync_once(cfg, rds)
     rds.close()
@@ -128,13 +134,13 @@ def prepare(srv: _common.Servers, accounts: int, deck: int, workdir: Path, *,
     (workdir / "destinations.txt").write_text("\n".join(world.destinations) + "\n")
     info = {"import_seconds": round(imported, 1), "sync_seconds": round(time.perf_counter() - t, 1),
             "snapshot_bytes": sync.snapshot_size if hasattr(sync, "snapshot_size") else None,
-            **ports}
-    return world, cfg_path, info
+            "pairs": pairs, **pairs[0]}
+    return world, paths, info
 
 
 def start_simulator(workdir: Path, port: int, cps: float, duration: float,
                     talk: str, answer_after: str, report: Path,
-                    extra: list[str] | None = None) -> subprocess.Popen:
+                    extra: list[str] | None = None, name: str = "simulator") -> subprocess.Popen:
     sim = os.environ.get("BENCH_SIM_CMD", f"{PYTHON} -m rater.sim").split()
     cmd = [*sim, "--listen", f"127.0.0.1:{port}", "--cps", str(cps),
            "--duration", str(duration), "--talk", talk, "--answer-after", answer_after,
@@ -142,14 +148,15 @@ def start_simulator(workdir: Path, port: int, cps: float, duration: float,
            "--destinations", str(workdir / "destinations.txt"), "--wait-listener",
            "--stats-every", "0", "--history", "1000", "--report", str(report),
            "--log-level", "WARNING", *(extra or [])]
-    log = open(workdir / "simulator.log", "ab")  # noqa: SIM115 - the child's
+    log = open(workdir / f"{name}.log", "ab")  # noqa: SIM115 - the child's
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=_common.ROOT)
 
 
-def start_daemon(srv: _common.Servers, cfg_path: Path, workdir: Path) -> subprocess.Popen:
+def start_daemon(srv: _common.Servers, cfg_path: Path, workdir: Path,
+                 name: str = "daemon") -> subprocess.Popen:
     env = {**os.environ, "RATER_DATABASE_URL": srv.database_url,
            "RATER_REDIS_URL": srv.redis_url}
-    log = open(workdir / "daemon.log", "ab")  # noqa: SIM115 - the child's
+    log = open(workdir / f"{name}.log", "ab")  # noqa: SIM115 - the child's
     # BENCH_DAEMON_CMD: another way to start `rater` (e.g. under a wrapper), for experiments
     cmd = [*os.environ.get("BENCH_DAEMON_CMD", RATER).split(), "run", "--config", str(cfg_path)]
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -265,7 +272,7 @@ def check(srv: _common.Servers, world: World, calls: list[dict], prefix: str) ->
     if wrong:
         problems.append(f"{wrong} CDRs differ from the expected billed seconds or costs")
     ks = KeySpace(prefix, SHARDS)
-    rds = redis.Redis.from_url(srv.redis_url)
+    rds = make_redis(RedisConfig(url=srv.redis_url))
     balance_diffs = 0
     for acct in accounts:
         top = world.reseller if world.chains.get(acct, [(acct, "")])[-1][0] == world.reseller \
@@ -296,24 +303,34 @@ def check(srv: _common.Servers, world: World, calls: list[dict], prefix: str) ->
 
 def run_load(srv: _common.Servers, args: argparse.Namespace, workdir: Path) -> dict:
     separate = args.flusher == "separate"
-    world, cfg_path, info = prepare(srv, args.accounts, args.deck, workdir,
-                                    debit=args.debit_interval, ahead=args.reserve_ahead,
-                                    flusher_in_daemon=not separate)
-    report_path = workdir / "calls.json"
-    sim = start_simulator(workdir, info["esl_port"], args.cps, args.duration, args.talk,
-                          args.answer_after, report_path)
-    daemon = start_daemon(srv, cfg_path, workdir)
-    flusher = start_flusher(srv, cfg_path, workdir) if separate else None
-    mport = info["metrics_port"]
+    daemons = args.daemons
+    world, cfg_paths, info = prepare(srv, args.accounts, args.deck, workdir,
+                                     debit=args.debit_interval, ahead=args.reserve_ahead,
+                                     flusher_in_daemon=not separate, daemons=daemons)
+    # one simulated switch per daemon, each placing its share of the calls, over the same
+    # accounts: the daemons share every account's money
+    reports = [workdir / f"calls-{n}.json" for n in range(1, daemons + 1)]
+    sims = [start_simulator(workdir, pair["esl_port"], args.cps / daemons, args.duration,
+                            args.talk, args.answer_after, report, name=f"simulator-{n}")
+            for n, (pair, report) in enumerate(zip(info["pairs"], reports, strict=True), 1)]
+    procs = [start_daemon(srv, path, workdir, name=f"daemon-{n}")
+             for n, path in enumerate(cfg_paths, 1)]
+    sim, daemon = sims[0], procs[0]
+    flusher = start_flusher(srv, cfg_paths[0], workdir) if separate else None
+    mports = [pair["metrics_port"] for pair in info["pairs"]]
     result: dict = {"cps_target": args.cps, "duration": args.duration, "talk": args.talk,
-                    "flusher": args.flusher,
+                    "flusher": args.flusher, "daemons": daemons, "redis": args.redis_kind,
                     "debit_interval": args.debit_interval, "accounts": args.accounts,
                     "deck": args.deck, **info}
     profiler = None
     try:
-        wait_for(lambda: health(mport).get("status") == "ok", 30, what="daemon healthy")
-        meter = CpuMeter({"daemon": daemon.pid, "flusher": flusher and flusher.pid,
-                          "redis": srv.redis_pid, "postgres": srv.postgres_pid}).start()
+        for mport in mports:
+            wait_for(lambda mport=mport: health(mport).get("status") == "ok", 30,
+                     what="daemon healthy")
+        redis_pids = getattr(srv, "redis_pids", None) or {"redis": srv.redis_pid}
+        meter = CpuMeter({**{f"daemon-{n}": p.pid for n, p in enumerate(procs, 1)},
+                          "flusher": flusher and flusher.pid, **redis_pids,
+                          "postgres": srv.postgres_pid}).start()
         if args.profile:
             profiler = [subprocess.Popen(
                 [str(Path(PYTHON).with_name("py-spy")), "record", "-p", str(pid),
@@ -324,7 +341,7 @@ def run_load(srv: _common.Servers, args: argparse.Namespace, workdir: Path) -> d
                 for name, pid in (("daemon", daemon.pid), ("simulator", sim.pid))]
         peak_legs = 0
         peak_lag = 0
-        rds = redis.Redis.from_url(srv.redis_url)
+        rds = make_redis(RedisConfig(url=srv.redis_url))
         streams = KeySpace(f"bench{world.run}", SHARDS).outboxes()
 
         def backlog() -> int:  # outbox entries not yet in PostgreSQL (flushed ones are deleted)
@@ -333,26 +350,42 @@ def run_load(srv: _common.Servers, args: argparse.Namespace, workdir: Path) -> d
                 pipe.xlen(stream)
             return sum(pipe.execute())
 
+        def live_legs() -> int:
+            return sum(health(m).get("live_legs", 0) for m in mports)
+
         deadline = time.monotonic() + args.duration + 120
-        while sim.poll() is None:
+        while any(s.poll() is None for s in sims):
             if time.monotonic() > deadline:
                 raise TimeoutError("the simulator did not finish")
-            peak_legs = max(peak_legs, health(mport).get("live_legs", 0))
+            peak_legs = max(peak_legs, live_legs())
             peak_lag = max(peak_lag, backlog())
             time.sleep(1.0)
         cpu = meter.stop()
-        wait_for(lambda: health(mport).get("live_legs") == 0 and backlog() == 0, 60,
-                 what="daemon settled")
+        wait_for(lambda: live_legs() == 0 and backlog() == 0, 60, what="daemons settled")
         rds.close()
-        samples = prometheus_samples(http_get(f"http://127.0.0.1:{mport}/metrics"))
+        samples: dict[str, float] = collections.Counter()
+        for mport in mports:
+            for k, v in prometheus_samples(http_get(f"http://127.0.0.1:{mport}/metrics")).items():
+                samples[k] += v
     finally:
         for p in profiler or ():
             p.wait(60)
-        stop(sim)
-        code = stop(daemon)
+        for s in sims:
+            stop(s)
+        codes = [stop(p) for p in procs]
+        code = max((c or 0 for c in codes), default=0)
         if flusher is not None:
             stop(flusher)
-    doc = json.loads(report_path.read_text())
+    docs = [json.loads(r.read_text()) for r in reports]
+    doc = {
+        "fields": docs[0]["fields"], "calls": [row for d in docs for row in d["calls"]],
+        "counters": collections.Counter(), "cpu_seconds": sum(d["cpu_seconds"] for d in docs),
+        "started_at": min(d["started_at"] for d in docs),
+        "placing_ended_at": max(d["placing_ended_at"] for d in docs),
+        "finished_at": max(d["finished_at"] for d in docs),
+    }
+    for d in docs:
+        doc["counters"].update(d["counters"])
     fields = doc["fields"]
     calls = [dict(zip(fields, row, strict=True)) for row in doc["calls"]]
     counters = doc["counters"]
@@ -436,6 +469,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--p99-ms", type=float, default=20.0, help="latency bound of 'sustained'")
     ap.add_argument("--flusher", choices=("daemon", "separate"), default="daemon",
                     help="run the outbox flusher inside `rater run` or as `rater flush`")
+    ap.add_argument("--daemons", type=int, default=1,
+                    help="`rater run` processes, each with its own simulated switch placing "
+                    "1/N of the calls over the same accounts")
+    ap.add_argument("--redis", dest="redis_kind", choices=("single", "cluster"),
+                    default="single", help="one Redis, or a private Redis Cluster (three "
+                    "primaries, three replicas) started for the run")
     ap.add_argument("--profile", action="store_true", help="py-spy the daemon and simulator")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     ap.add_argument("--json", action="store_true")
@@ -477,7 +516,8 @@ def main() -> int:
                     help="calls/s levels to try once each, lowest first, before --cps: the "
                     "highest one sustained is also repeated and reported as max_sustained")
     args = ap.parse_args()
-    with servers() as srv:
+    with servers() as base, (_common.with_cluster(base) if args.redis_kind == "cluster"
+                             else contextlib.nullcontext(base)) as srv:
         ramp = []
         for level in sorted(args.ramp):
             r = repeated(srv, args, level, 1)
