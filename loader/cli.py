@@ -68,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from loader.db import connect
     from loader.migrate import migrate
+    from rater.db import connect
 
     with connect(config_from(args)) as conn:
         applied = migrate(conn)
@@ -79,7 +79,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from loader.dataset import import_dataset_file
-    from loader.db import connect
+    from rater.db import connect
 
     with connect(config_from(args)) as conn:
         summary = import_dataset_file(conn, args.file, now=args.now)
@@ -88,8 +88,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_import_rates(args: argparse.Namespace) -> int:
-    from loader.db import connect
     from loader.ratedeck import import_rate_deck_file
+    from rater.db import connect
 
     with connect(config_from(args)) as conn:
         summary = import_rate_deck_file(conn, args.rate_group, args.file, replace=args.replace)

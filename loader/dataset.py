@@ -25,7 +25,6 @@ from typing import Any
 
 import psycopg
 
-from loader.prefixes import normalize_prefix
 from loader.ratedeck import (
     DIRECTIONS,
     MAX_INT,
@@ -39,6 +38,7 @@ from loader.ratedeck import (
 from rater.errors import InputError
 from rater.money import format_micros, parse_percent_bp
 from rater.packages.periods import period_bounds, period_index_at
+from rater.prefixes import normalize_prefix
 
 ADMIN = "admin"
 MAX_PROBLEMS_SHOWN = 50

@@ -17,9 +17,9 @@ from typing import TextIO
 
 import psycopg
 
-from loader.prefixes import normalize_prefix
 from rater.errors import InputError, RaterError
 from rater.money import parse_micros
+from rater.prefixes import normalize_prefix
 from rater.rating.tariff import BP_PER_UNIT, LUA_EXACT_LIMIT, LUA_MAX_PAID_SECONDS, PAID_COST_DEN
 
 # Column order of the staging table and of every row handed to `copy_rates`.

@@ -40,15 +40,10 @@ from rater.errors import InputError, OperationConflict
 from rater.ledger.keys import KeySpace
 from rater.money import parse_micros
 from rater.packages import store
-from rater.packages.lifecycle import (
-    Env,
-    Refused,
-    apply_product,
-    open_env,
-    opt_in,
-    place_order,
-    terminate,
-)
+from rater.packages.context import Env, Refused, open_env
+from rater.packages.offers import opt_in
+from rater.packages.orders import apply_product, place_order
+from rater.packages.termination import terminate
 
 RM, RMM, RMC, RC, RCM = "1000000001", "1000000011", "1000000012", "1000000002", "1000000021"
 CM, CMM, CMC, CC, CCM = "2000000001", "2000000011", "2000000012", "2000000002", "2000000021"

@@ -18,8 +18,10 @@ import pytest
 import redis
 
 from rater.config import Config
-from rater.packages.lifecycle import Env, open_env, place_order, terminate
+from rater.packages.context import Env, open_env
+from rater.packages.orders import place_order
 from rater.packages.renewals import renew_due
+from rater.packages.termination import terminate
 from rater.rating.chain import BucketRef, LegPlan, LevelPlan
 from rater.rating.tariff import Tariff
 from tests.test_lifecycle import CM, KS, RM, T0, UK, bucket, load_world

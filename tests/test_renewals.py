@@ -26,7 +26,8 @@ import redis
 
 from rater.config import Config
 from rater.packages import store
-from rater.packages.lifecycle import Env, open_env, place_order
+from rater.packages.context import Env, open_env
+from rater.packages.orders import place_order
 from rater.packages.renewals import renew_due, run_renewals
 from tests.test_lifecycle import (
     CA,

@@ -25,7 +25,8 @@ import pytest
 import redis
 
 from rater.config import Config
-from rater.packages.lifecycle import Env, offers, open_env
+from rater.packages.context import Env, open_env
+from rater.packages.offers import offers
 from rater.packages.visibility import (
     OptInState,
     Party,

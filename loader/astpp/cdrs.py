@@ -19,8 +19,8 @@ import psycopg
 
 from loader.astpp import source
 from loader.astpp.mapping import Mapping
-from loader.db import connect
 from rater.config import Config
+from rater.db import connect
 
 STATE_DDL = """
 CREATE TABLE IF NOT EXISTS astpp_cdrs_written (

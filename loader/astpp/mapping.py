@@ -31,7 +31,7 @@ from loader.astpp.model import (
 )
 from loader.astpp.packages import PackageMapping
 from loader.astpp.source import AstppData
-from loader.prefixes import normalize_prefix
+from rater.prefixes import normalize_prefix
 
 __all__ = ["AccountPlan", "Known", "Mapping", "Unmapped", "amount", "iso", "map_astpp",
            "micros"]

@@ -24,7 +24,7 @@ from loader.astpp.model import (
     whole,
 )
 from loader.astpp.source import AstppData
-from loader.prefixes import normalize_prefix
+from rater.prefixes import normalize_prefix
 
 
 class PackageMapping:

@@ -34,10 +34,10 @@ import psycopg
 from loader.astpp import money, source
 from loader.astpp.mapping import Known, Mapping, map_astpp
 from loader.dataset import import_dataset
-from loader.db import connect
 from loader.sync import redis_client, sync_once
 from rater.backoff import Backoff
 from rater.config import Config
+from rater.db import connect
 from rater.errors import DatabaseUnavailable, InputError, RaterError
 
 log = logging.getLogger("loader.astpp")

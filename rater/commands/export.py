@@ -140,7 +140,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from loader.db import connect
+    from rater.db import connect
 
     fmt = "json" if args.json else args.format
     cfg = config_from(args)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable
 
-from loader.db import connect
 from rater.commands.common import add_config_argument, add_json_argument, config_from, print_json
+from rater.db import connect
 from rater.errors import InputError
+from rater.packages.context import Refused
 from rater.packages.destinations import Destination, RateFilter
-from rater.packages.lifecycle import Refused
 from rater.packages.prefix_editor import ACTIONS, Edit, edit_prefixes, owner_name
 
 MAX_LINES = 100  # text output lists at most this many prefixes per kind; --json lists all

@@ -17,17 +17,11 @@ from rater.commands.common import (
     print_json,
 )
 from rater.money import format_micros, parse_micros
-from rater.packages.lifecycle import (
-    Env,
-    Refused,
-    apply_product,
-    offers,
-    open_env,
-    opt_in,
-    place_order,
-    terminate,
-)
+from rater.packages.context import Env, Refused, open_env
+from rater.packages.offers import offers, opt_in
+from rater.packages.orders import apply_product, place_order
 from rater.packages.renewals import renew_due
+from rater.packages.termination import terminate
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from loader.db import connect
+    from rater.db import connect
 
     cfg = config_from(args)
     client = make_redis(cfg.redis)

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from loader.prefixes import normalize_prefix
 from rater.errors import InputError
+from rater.prefixes import normalize_prefix
 
 # applicable_for -> the rate directions whose prefixes a product may take
 DIRECTIONS_FOR = {

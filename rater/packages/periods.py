@@ -1,4 +1,5 @@
-"""Package billing periods: where the n-th period of an order starts and ends (pure, UTC).
+"""Package billing periods: where the n-th period of an order starts and ends (pure, UTC),
+and how those times are written (`iso_time`).
 
 Periods are half-open ``[start, end)`` and numbered from 0, the period paid at order time.
 ``one_time`` has only period 0, ``billing_days`` long, and is then released; ``recurring``
@@ -111,3 +112,8 @@ def released_at(billing_type: str, billing_days: int, ordered_at: datetime) -> d
     if BillingType(billing_type) is not BillingType.ONE_TIME:
         return None
     return period_bounds(billing_type, billing_days, ordered_at, 0)[1]
+
+
+def iso_time(t: datetime) -> str:
+    """ISO 8601 in UTC with a Z, as periods are written in output and notifications."""
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")

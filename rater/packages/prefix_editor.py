@@ -20,6 +20,7 @@ import psycopg
 
 from rater.errors import InputError
 from rater.packages import store
+from rater.packages.context import Refused
 from rater.packages.destinations import (
     DIRECTIONS_FOR,
     Change,
@@ -31,7 +32,6 @@ from rater.packages.destinations import (
     plan_add,
     plan_remove,
 )
-from rater.packages.lifecycle import Refused
 from rater.packages.store import ProductRow
 from rater.packages.visibility import RESELLER
 

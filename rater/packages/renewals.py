@@ -31,19 +31,16 @@ from rater.config import Config
 from rater.errors import LedgerError, RaterError
 from rater.ledger.client import BucketOp
 from rater.packages import store
-from rater.packages.lifecycle import (
+from rater.packages.charges import charge_entries, level_charges, notice
+from rater.packages.context import (
     Env,
     chain_of,
-    charge_entries,
-    iso_time,
     ledger_refusal,
-    level_charges,
-    notice,
     open_env,
     opt_ins_of,
     path_of,
 )
-from rater.packages.periods import BillingType, period_bounds, periods_due
+from rater.packages.periods import BillingType, iso_time, period_bounds, periods_due
 from rater.packages.store import AccountRow, OrderRow, ProductRow
 from rater.packages.visibility import ACTIVE, Refusal, order_refusal
 

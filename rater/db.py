@@ -1,4 +1,4 @@
-"""PostgreSQL connections for the loader and the CLI (synchronous psycopg 3)."""
+"""PostgreSQL connections for the CLI, the package lifecycle and the loader (psycopg 3)."""
 
 from __future__ import annotations
 
