@@ -34,10 +34,10 @@ import psycopg
 import redis as redis_lib
 
 from loader.adjustments import apply_adjustments
-from loader.db import connect
 from loader.snapshot import build_snapshot
 from rater.backoff import Backoff
 from rater.config import Config, mask_url
+from rater.db import connect
 from rater.errors import ConfigError, DatabaseUnavailable, RaterError
 from rater.ledger.client import Ledger
 from rater.ledger.keys import KeySpace
