@@ -49,8 +49,10 @@ from rater.calls.switch import (
     VAR_DIRECTION,
     switch_event,
 )
-from rater.esl.events import ChannelEvent, EventName, Header, Var, parse_frame
+from rater.esl.events import ChannelEvent
 from rater.esl.frames import FrameParser, build_frame
+from rater.esl.messages import parse_frame
+from rater.esl.names import EventName, Header, Var
 
 DAEMON = "daemon"  # the read set that runs the daemon's own code (see ours/stock)
 # Accessor names (ChannelEvent properties) and channel variables read per event.

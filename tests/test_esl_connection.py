@@ -25,8 +25,11 @@ from rater.errors import (
 from rater.esl import commands
 from rater.esl.connection import EslConnection, State
 from rater.esl.dispatch import KeyedDispatcher
-from rater.esl.events import ChannelEvent, CommandReply, event_frame, parse_frame
+from rater.esl.events import ChannelEvent
 from rater.esl.frames import FrameParser
+from rater.esl.messages import parse_frame
+from rater.esl.replies import CommandReply
+from rater.sim.serialize import event_frame
 from tests.esl_fake_server import (
     WAIT,
     FakeSwitch,

@@ -5,24 +5,21 @@ from __future__ import annotations
 import pytest
 
 from rater.errors import MalformedFrame
-from rater.esl.events import (
+from rater.esl.events import ChannelEvent
+from rater.esl.frames import Frame, FrameParser
+from rater.esl.jsonevent import JsonEvent
+from rater.esl.messages import parse_frame
+from rater.esl.names import Header
+from rater.esl.plain import PlainEvent
+from rater.esl.replies import (
     ApiResponse,
     AuthRequest,
-    ChannelEvent,
     CommandReply,
     DisconnectNotice,
-    Header,
-    JsonEvent,
     OtherFrame,
-    PlainEvent,
     RudeRejection,
-    encode_json_event,
-    encode_plain_event,
-    event_frame,
-    parse_frame,
-    url_encode,
 )
-from rater.esl.frames import Frame, FrameParser
+from rater.sim.serialize import encode_json_event, encode_plain_event, event_frame, url_encode
 from tests.esl_fake_server import capture_bytes, captures_dir
 
 CAPTURES = sorted(p.name.removesuffix(".raw.in") for p in captures_dir().glob("*.raw.in"))

@@ -37,19 +37,16 @@ from hypothesis import strategies as st
 from rater.backoff import Backoff
 from rater.errors import FrameError, MalformedFrame
 from rater.esl import commands
-from rater.esl.connection import RECV_SIZE, EslConnection, State
-from rater.esl.events import (
-    ChannelEvent,
-    JsonEvent,
-    PlainEvent,
-    encode_json_event,
-    encode_plain_event,
-    event_frame,
-    parse_frame,
-)
+from rater.esl.connection import EslConnection, State
+from rater.esl.events import ChannelEvent
 from rater.esl.frames import MAX_HEADER_BYTES, Frame, FrameParser, build_frame
+from rater.esl.jsonevent import JsonEvent
+from rater.esl.link import RECV_SIZE, Link
+from rater.esl.messages import parse_frame
+from rater.esl.plain import PlainEvent
 from rater.sim import Simulator
 from rater.sim.faults import MALFORMED
+from rater.sim.serialize import encode_json_event, encode_plain_event, event_frame
 from tests.esl_fake_server import capture_frames, captures_dir
 
 CAPTURES = sorted(p.name.removesuffix(".raw.in") for p in captures_dir().glob("*.raw.in"))
@@ -454,18 +451,27 @@ BREAKS_THE_STREAM = {"garbage", "no-colon", "bad-length", "negative-length", "hu
 
 
 class WatchedConnection(EslConnection):
-    """Records anything that escapes a reader greenlet."""
+    """Records anything that escapes the reader greenlet of one of its links (while
+    `watch_readers()` is on)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.reader_errors: list[BaseException] = []
 
-    def _read_loop(self, link) -> None:
+
+def watch_readers(patch: pytest.MonkeyPatch) -> None:
+    """Make every Link's reader record what escapes it on its WatchedConnection."""
+    read_loop = Link.read_loop
+
+    def watched(link: Link) -> None:
         try:
-            super()._read_loop(link)
+            read_loop(link)
         except BaseException as exc:
-            self.reader_errors.append(exc)
+            if isinstance(link.owner, WatchedConnection):
+                link.owner.reader_errors.append(exc)
             raise
+
+    patch.setattr(Link, "read_loop", watched)
 
 
 class Parks:
@@ -483,20 +489,22 @@ class Parks:
 @pytest.fixture(scope="module")
 def link():
     """A simulator and an EslConnection kept up by run() (quick backoff, no liveness)."""
-    sim = Simulator(password=PASSWORD, heartbeat=0).start()
-    parks = Parks()
-    connects: list[int] = []
-    conn = WatchedConnection("127.0.0.1", sim.port, PASSWORD, name="fuzz",
-                             events=["CHANNEL_PARK"], on_event=parks,
-                             on_connected=lambda _c: connects.append(1),
-                             liveness_timeout=None, connect_timeout=2.0, command_timeout=2.0,
-                             backoff=Backoff(initial=0.01, maximum=0.05))
-    runner = gevent.spawn(conn.run)
-    assert conn.wait_ready(DEADLINE)
-    yield sim, conn, parks, connects
-    conn.stop()
-    runner.join(timeout=DEADLINE)
-    sim.close()
+    with pytest.MonkeyPatch.context() as patch:
+        watch_readers(patch)
+        sim = Simulator(password=PASSWORD, heartbeat=0).start()
+        parks = Parks()
+        connects: list[int] = []
+        conn = WatchedConnection("127.0.0.1", sim.port, PASSWORD, name="fuzz",
+                                 events=["CHANNEL_PARK"], on_event=parks,
+                                 on_connected=lambda _c: connects.append(1),
+                                 liveness_timeout=None, connect_timeout=2.0, command_timeout=2.0,
+                                 backoff=Backoff(initial=0.01, maximum=0.05))
+        runner = gevent.spawn(conn.run)
+        assert conn.wait_ready(DEADLINE)
+        yield sim, conn, parks, connects
+        conn.stop()
+        runner.join(timeout=DEADLINE)
+        sim.close()
 
 
 def _still_delivers(sim: Simulator, conn: WatchedConnection, parks: Parks) -> None:
@@ -521,7 +529,7 @@ def _still_delivers(sim: Simulator, conn: WatchedConnection, parks: Parks) -> No
 def _reader_failures(conn: WatchedConnection, caplog) -> list[object]:
     """What escaped a reader, or what the reader's last-resort handler caught and logged."""
     logged = [r.getMessage() for r in caplog.records
-              if r.name == "rater.esl.connection" and "reading the stream failed" in r.message]
+              if r.name == "rater.esl.link" and "reading the stream failed" in r.message]
     return [*conn.reader_errors, *logged]
 
 

@@ -7,7 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from rater.esl.events import ChannelEvent, Header, PlainEvent, Var
+from rater.esl.events import ChannelEvent
+from rater.esl.names import Header, Var
+from rater.esl.plain import PlainEvent
 from rater.sim import CallState, Simulator, captured
 from rater.sim.client import SimClient
 
@@ -16,7 +18,7 @@ LIFECYCLE = ("CHANNEL_CREATE", "CHANNEL_PARK", "CHANNEL_ANSWER", "CHANNEL_HANGUP
              "CHANNEL_HANGUP_COMPLETE")
 DEADLINE = 10.0  # generous: waits end as soon as the event arrives
 
-# Every header name the daemon reads (rater/esl/events.py), variables included.
+# Every header name the daemon reads (rater/esl/names.py), variables included.
 DAEMON_READS = {
     v for k, v in vars(Header).items() if k.isupper() and k not in ("VARIABLE_PREFIX",)
 } | {Header.VARIABLE_PREFIX + v for k, v in vars(Var).items() if k.isupper()}

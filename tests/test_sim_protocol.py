@@ -9,7 +9,7 @@ import gevent
 import pytest
 from gevent import socket
 
-from rater.esl.events import ApiResponse, CommandReply
+from rater.esl.replies import ApiResponse, CommandReply
 from rater.sim import Simulator, captured
 from rater.sim.client import SimClient
 

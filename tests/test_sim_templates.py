@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from rater.esl.events import encode_plain_event
 from rater.esl.frames import FrameParser, build_frame
 from rater.sim import captured, extract, templates
 from rater.sim.bus import Event
+from rater.sim.serialize import encode_plain_event
 from tests.captures import captures_dir
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,7 +18,9 @@ from rater.config import FreeSwitchNode
 from rater.errors import NoSuchChannel, SwitchUnavailable
 from rater.esl import commands
 from rater.esl.connection import EslConnection
-from rater.esl.events import ChannelEvent, EventName, PlainEvent
+from rater.esl.events import ChannelEvent
+from rater.esl.names import EventName
+from rater.esl.plain import PlainEvent
 from rater.metrics import Metrics
 
 log = logging.getLogger(__name__)

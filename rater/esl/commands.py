@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from urllib.parse import unquote
 
 from rater.errors import CommandFailed, NoSuchChannel
-from rater.esl.events import EventFormat, Header
+from rater.esl.names import EventFormat, Header
 
 _END = b"\n\n"
 _TOKEN = re.compile(r"[^\s'\"\\;]+")  # a uuid, a destination, a context ...

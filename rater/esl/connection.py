@@ -1,24 +1,24 @@
-"""One FreeSWITCH node's Event Socket client: greenswitch's InboundESL with its gaps closed.
+"""One FreeSWITCH node's Event Socket client that stays connected (fsock's `fsock`).
 
-What this adds to stock greenswitch (DESIGN §8):
+`EslConnection` owns at most one `Link` (link.py, fsock's `fsconn`: one socket, its
+handshake, reader, replies and deadlines) and makes a new one after each drop:
 
-- every wait has a deadline: TCP connect, auth/request, auth, each command (ReplyTimeout);
-  when the connection drops, every reply still pending fails at once (SwitchUnavailable);
+- one state (`State`) rather than loose flags; `connect()` greets, authenticates and
+  subscribes once, within deadlines;
 - `run()` keeps the connection up: reconnect with exponential backoff and jitter,
   re-authenticate, re-subscribe, then call `on_connected` (the daemon reconciles there);
-- framing by frames.py (bodies by Content-Length, EOF mid-frame ends the connection
-  cleanly, a malformed stream drops it) and typed events, plain or JSON (events.py);
-- events go straight from the reader to `on_event` (e.g. KeyedDispatcher.submit), so
-  every complete frame read before a drop is delivered, in order;
-- liveness: subscribed to HEARTBEAT, a connection with no frame for `liveness_timeout`
-  is dropped and re-made;
-- replies are matched to requests in order, so several commands can be in flight
-  (pipelining); a reply that times out leaves that order unknowable, so the connection
-  is dropped and everything pending fails.
+- it subscribes to exactly the events asked for, plus HEARTBEAT for liveness, which it
+  does not deliver unless asked; filters get a HEARTBEAT filter for the same reason;
+- requests (`api`, `api_async`, `api_many`, `bgapi`, `command`) go to the current link
+  and fail at once (SwitchUnavailable) while there is none.
 
 `api` runs inline in FreeSWITCH's listener and holds back that connection's events, so a
 node gets two of these: one subscribed to events, one for commands (subscribed to
 HEARTBEAT only, for liveness).
+
+greenswitch is no longer a base class (its `__init__`, socket, parser and greenlets are
+replaced whole); it is kept, by composition, only as the handler registry behind
+`register_handle()` (handlers.py), for a connection given no `on_event`.
 
 The password never appears in logs, reprs or exception messages.
 """
@@ -28,51 +28,26 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
-import socket
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Generic, TypeVar
+from types import TracebackType
 
-import gevent
-import gevent.socket
-import greenswitch
-from gevent.event import AsyncResult, Event
-from gevent.lock import Semaphore
+from gevent.event import Event
 
 from rater.backoff import Backoff
 from rater.clock import Clock, SystemClock
-from rater.errors import (
-    AuthenticationFailed,
-    FrameError,
-    MalformedFrame,
-    ReplyTimeout,
-    SwitchError,
-    SwitchUnavailable,
-)
+from rater.errors import SwitchError, SwitchUnavailable
 from rater.esl import commands
 from rater.esl.dispatch import KeyedDispatcher
-from rater.esl.events import (
-    ApiResponse,
-    AuthRequest,
-    ChannelEvent,
-    CommandReply,
-    DisconnectNotice,
-    EventFormat,
-    EventName,
-    Header,
-    Reply,
-    RudeRejection,
-    parse_frame,
-)
-from rater.esl.frames import Frame, FrameParser
+from rater.esl.events import ChannelEvent
+from rater.esl.handlers import EventHandlers, Handler
+from rater.esl.link import Link, PendingReply, expect, open_socket, redact
+from rater.esl.names import EventFormat, EventName, Header
+from rater.esl.replies import ApiResponse, CommandReply, Reply
 
 log = logging.getLogger(__name__)
 
-RECV_SIZE = 256 * 1024
 _IDLE_CHECK = 60.0  # run() re-checks its state this often while a connection is up
-
-T = TypeVar("T")
 
 
 class State(enum.Enum):
@@ -85,128 +60,7 @@ class State(enum.Enum):
     STOPPED = "stopped"  # stop() was called; final
 
 
-class PendingReply(Generic[T]):
-    """A reply on its way. `result()` waits for it until the request's deadline."""
-
-    def __init__(
-        self,
-        conn: EslConnection,
-        link: _Link,
-        future: AsyncResult,
-        what: str,
-        deadline: float,
-        interpret: Callable[[Reply], T],
-    ) -> None:
-        self._conn = conn
-        self._link = link
-        self._future = future
-        self._what = what
-        self._deadline = deadline
-        self._interpret = interpret
-
-    def result(self, timeout: float | None = None) -> T:
-        """The interpreted reply. Raises ReplyTimeout (and drops the connection: replies
-        are matched in order, so a late one would answer the wrong request),
-        SwitchUnavailable if the connection dropped, CommandFailed for -ERR/-USAGE."""
-        clock = self._conn._clock
-        wait = self._deadline - clock.monotonic() if timeout is None else timeout
-        try:
-            reply = self._future.get(timeout=max(0.0, wait))
-        except gevent.Timeout:
-            self._conn._drop(
-                self._link, f"no reply to {self._what} in time; replies are matched in order, "
-                "so the connection is out of step"
-            )
-            raise ReplyTimeout(
-                f"{self._conn}: no reply to {self._what} within {max(0.0, wait):.3g}s"
-            ) from None
-        return self._interpret(reply)
-
-
-class _Link:
-    """One TCP connection: socket, write lock, replies awaited in FIFO order."""
-
-    def __init__(self, sock: gevent.socket.socket, now: float) -> None:
-        self.sock = sock
-        self.pending: deque[AsyncResult] = deque()
-        self.write_lock = Semaphore()
-        self.closed = Event()
-        self.reason: str | None = None  # why it closed; None while open
-        self.last_frame_at = now
-        self.notice: str | None = None  # body of a text/disconnect-notice, if one came
-        self.reader: gevent.Greenlet | None = None
-
-    def close(self, reason: str, label: str) -> bool:
-        """Close once: fail every pending reply, close the socket. False if already closed."""
-        if self.reason is not None:
-            return False
-        self.reason = reason
-        pending, self.pending = self.pending, deque()
-        for future in pending:
-            future.set_exception(SwitchUnavailable(f"{label}: connection lost ({reason})"))
-        with contextlib.suppress(OSError):
-            self.sock.close()
-        self.closed.set()
-        return True
-
-
-class _Watchdog:
-    """Calls `expired()` (in the hub) once `due()` (seconds left) is no longer positive,
-    checking again whenever it was pushed back meanwhile. `close()` cancels it."""
-
-    def __init__(self, due: Callable[[], float], expired: Callable[[], None]) -> None:
-        self._due = due
-        self._expired = expired
-        self._timer = None
-        self._arm(max(0.0, due()))
-
-    def _arm(self, delay: float) -> None:
-        self._timer = gevent.get_hub().loop.timer(delay)
-        self._timer.start(self._check)
-
-    def _check(self) -> None:
-        self._timer.close()
-        left = self._due()
-        if left > 0:
-            self._arm(left)
-        else:
-            self._timer = None
-            self._expired()
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.stop()
-            self._timer.close()
-            self._timer = None
-
-
-class _WriteStalled(Exception):
-    """A write did not finish before its deadline."""
-
-
-def _send_all(sock: gevent.socket.socket, data: bytes) -> None:
-    """sendall() with send(): gevent's sendall asks the kernel for the socket's buffer size
-    on every call, a syscall per command."""
-    view = memoryview(data)
-    while view:
-        view = view[sock.send(view):]
-
-
-def _redact(data: bytes) -> str:
-    first = data.split(b"\n", 1)[0].decode("utf-8", "replace")
-    return "auth ********" if first.startswith("auth") else first
-
-
-def _expect(kind: type, what: str) -> Callable[[Reply], Reply]:
-    def check(reply: Reply) -> Reply:
-        if not isinstance(reply, kind):
-            raise SwitchUnavailable(f"{what}: got {type(reply).__name__}, expected {kind.__name__}")
-        return reply
-
-    return check
-
-
-class EslConnection(greenswitch.InboundESL):
+class EslConnection:
     """An inbound Event Socket connection to one FreeSWITCH node.
 
     `events` is what to subscribe to (nothing else is asked for; HEARTBEAT is added when
@@ -234,16 +88,11 @@ class EslConnection(greenswitch.InboundESL):
         backoff: Backoff | None = None,
         clock: Clock | None = None,
     ) -> None:
-        # greenswitch's own __init__ builds the queue-and-greenlets machinery this class
-        # replaces (and loose flags); set only what its inherited helpers use.
         self.host = host
         self.port = port
-        self.password = password
-        self.timeout = connect_timeout
-        self.event_handlers: dict[str, list[Callable]] = {}
+        self._password = password
         self.name = name or f"{host}:{port}"
         self._events = tuple(events)
-        self._format = event_format
         self._filters = tuple(filters)
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
@@ -257,22 +106,31 @@ class EslConnection(greenswitch.InboundESL):
         self._subscription = commands.event(event_format, names) if names else None
         for header, value in self._filters:
             commands.filter(header, value)  # validate now, not at connect time
+        self._handlers = EventHandlers()
         self._dispatcher: KeyedDispatcher[ChannelEvent] | None = None
         if on_event is None:
             self._dispatcher = KeyedDispatcher(
-                self._run_handlers, ChannelEvent.ordering_key.fget, name=f"{self.name}-events"
+                self._handlers.run, ChannelEvent.ordering_key.fget, name=f"{self.name}-events"
             )
             on_event = self._dispatcher.submit
         self._on_event = on_event
         self._state = State.IDLE
         self._ready = Event()  # set exactly while the state is READY (see _set_state)
         self._wakeup = Event()  # set by stop() to cut run()'s backoff short
-        self._link: _Link | None = None
+        self._link: Link | None = None
 
     def __repr__(self) -> str:
         return f"<EslConnection {self.name} {self._state.value}>"
 
     __str__ = __repr__
+
+    def __enter__(self) -> EslConnection:
+        self.connect()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
 
     # --- state --------------------------------------------------------------------------
 
@@ -281,7 +139,7 @@ class EslConnection(greenswitch.InboundESL):
         return self._state
 
     @property
-    def connected(self) -> bool:  # greenswitch's flag, derived from the one state
+    def connected(self) -> bool:
         return self._state is State.READY
 
     @property
@@ -324,47 +182,26 @@ class EslConnection(greenswitch.InboundESL):
             return
         deadline = self._clock.monotonic() + (timeout or self._connect_timeout)
         self._set_state(State.CONNECTING)
-        link: _Link | None = None
+        link: Link | None = None
         try:
-            link = self._link = _Link(self._open(deadline), self._clock.monotonic())
-            hello: AsyncResult = AsyncResult()  # auth/request comes like a reply to "connect"
-            link.pending.append(hello)
-            link.reader = gevent.spawn(self._read_loop, link)
-            PendingReply(self, link, hello, "the auth/request greeting", deadline,
-                         _expect(AuthRequest, str(self))).result()
+            link = self._link = Link(
+                open_socket(self.host, self.port, deadline, self, self._clock),
+                owner=self, name=self.name, clock=self._clock, on_event=self._deliver,
+                on_close=self._closed, liveness=self._liveness)
+            link.greet(deadline)
             self._set_state(State.AUTHENTICATING)
-            reply = self._submit(link, commands.auth(self.password), "auth", deadline,
-                                 _expect(CommandReply, str(self))).result()
-            if not reply.ok:
-                raise AuthenticationFailed(
-                    f"{self}: FreeSWITCH refused the Event Socket password ({reply.text})"
-                )
+            link.authenticate(self._password, deadline)
             self._set_state(State.SUBSCRIBING)
             for data in self._subscribe_commands():
-                self._command_on(link, data, self._clock.monotonic() + self._command_timeout)
+                link.command(data, self._clock.monotonic() + self._command_timeout)
             self._set_state(State.READY)
             log.info("%s: connected and subscribed", self.name)
         except BaseException as exc:
             if link is not None:
-                self._drop(link, f"connect failed: {exc}")
+                link.close(f"connect failed: {exc}")
             else:
                 self._set_state(State.DISCONNECTED)
             raise
-
-    def _open(self, deadline: float) -> gevent.socket.socket:
-        remaining = deadline - self._clock.monotonic()
-        try:
-            sock = gevent.socket.create_connection((self.host, self.port), timeout=remaining)
-        except TimeoutError:
-            raise ReplyTimeout(
-                f"{self}: TCP connect not done within {remaining:.3g}s"
-            ) from None
-        except OSError as exc:
-            raise SwitchUnavailable(f"{self}: cannot connect: {exc}") from None
-        sock.settimeout(None)  # deadlines are gevent.Timeouts, per operation
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        return sock
 
     def _subscribe_commands(self) -> list[bytes]:
         out = [] if self._subscription is None else [self._subscription]
@@ -398,7 +235,7 @@ class EslConnection(greenswitch.InboundESL):
                     self._on_connected(self)
                 except Exception:
                     log.exception("%s: on_connected failed; reconnecting", self.name)
-                    self._drop(link, "on_connected failed")
+                    link.close("on_connected failed")
             while not link.closed.wait(timeout=_IDLE_CHECK):
                 pass
             if self._state is State.STOPPED:
@@ -423,8 +260,8 @@ class EslConnection(greenswitch.InboundESL):
         if link is not None:
             if was_ready and link.reason is None:
                 with contextlib.suppress(SwitchError):  # best effort: we close anyway
-                    self._command_on(link, commands.exit(), self._clock.monotonic() + timeout)
-            self._drop(link, "stopped")
+                    link.command(commands.exit(), self._clock.monotonic() + timeout)
+            link.close("stopped")
             if link.reader is not None:
                 link.reader.join(timeout=timeout)
                 if not link.reader.dead:
@@ -432,83 +269,7 @@ class EslConnection(greenswitch.InboundESL):
         if self._dispatcher is not None:
             self._dispatcher.close(timeout)
 
-    # --- reading ---------------------------------------------------------------------------
-
-    def _read_loop(self, link: _Link) -> None:
-        parser = FrameParser()
-        reason = "closed"
-        watchdog = self._watch(link) if self._liveness is not None else None
-        try:
-            while link.reason is None:
-                data = link.sock.recv(RECV_SIZE)
-                if not data:
-                    if parser.buffered:
-                        reason = (f"EOF in the middle of a frame ({parser.buffered} bytes "
-                                  "of it dropped)")
-                    else:
-                        reason = "closed by FreeSWITCH"
-                    if link.notice:
-                        reason += f" after: {link.notice}"
-                    break
-                try:
-                    frames = parser.feed(data)
-                except FrameError as exc:
-                    self._on_frames(link, exc.frames)  # what came before the bad bytes
-                    reason = f"malformed stream: {exc}"
-                    break
-                self._on_frames(link, frames)
-        except OSError as exc:
-            reason = f"socket error: {exc}"
-        except Exception as exc:  # a bug below must cost this connection, not the reader
-            log.exception("%s: reading the stream failed", self.name)
-            reason = f"reading the stream failed: {exc!r}"
-        finally:
-            if watchdog is not None:
-                watchdog.close()
-            self._drop(link, reason)  # a no-op when the watchdog dropped it first
-
-    def _watch(self, link: _Link) -> _Watchdog:
-        """Drop `link` once no frame came for `liveness` seconds. One timer re-armed per
-        liveness period, rather than a timeout around every read."""
-        liveness = self._liveness
-        assert liveness is not None
-
-        def due() -> float:
-            return link.last_frame_at + liveness - self._clock.monotonic()
-
-        def silent() -> None:
-            # runs in the hub: the drop (closing the socket wakes the reader) in a greenlet
-            gevent.spawn(self._drop, link, f"no frame for {liveness}s (no HEARTBEAT): "
-                         "connection presumed dead")
-
-        return _Watchdog(due, silent)
-
-    def _on_frames(self, link: _Link, frames: list[Frame]) -> None:
-        if frames:
-            link.last_frame_at = self._clock.monotonic()
-        for frame in frames:
-            try:
-                message = parse_frame(frame)
-            except MalformedFrame as exc:  # the framing held: skip just this event
-                log.error("%s: dropped a malformed event: %s", self.name, exc)
-                continue
-            if isinstance(message, ChannelEvent):
-                self._deliver(message)
-            elif isinstance(message, AuthRequest | CommandReply | ApiResponse):
-                if link.pending:
-                    link.pending.popleft().set(message)
-                elif link.reason is None:
-                    self._drop(link, f"a {frame.content_type} nobody asked for: out of step")
-            elif isinstance(message, DisconnectNotice):
-                link.notice = message.body.strip()
-                log.info("%s: disconnect notice: %s", self.name, link.notice)
-            elif isinstance(message, RudeRejection):
-                if link.pending:
-                    link.pending.popleft().set_exception(AuthenticationFailed(
-                        f"{self}: FreeSWITCH's ACL refused this client: {message.body.strip()}"
-                    ))
-            else:
-                log.debug("%s: ignored a %s frame", self.name, frame.content_type)
+    # --- what the links report ----------------------------------------------------------------
 
     def _deliver(self, event: ChannelEvent) -> None:
         name = event.name
@@ -519,88 +280,34 @@ class EslConnection(greenswitch.InboundESL):
             or (name == EventName.CUSTOM and event.subclass in wanted)
         ):
             return  # e.g. the HEARTBEAT we asked for only to watch liveness
-        try:
-            self._on_event(event)
-        except Exception:
-            log.exception("%s: on_event failed for %r", self.name, event)
+        self._on_event(event)
 
-    def _run_handlers(self, event: ChannelEvent) -> None:
-        """greenswitch-style dispatch: handlers of the event name (or CUSTOM subclass),
-        else '*'. Each failure is logged by greenswitch's _safe_exec_handler."""
-        name = event.subclass if event.name == EventName.CUSTOM else event.name
-        handlers = self.event_handlers.get(name or "") or self.event_handlers.get("*") or ()
-        for handler in list(handlers):
-            self._safe_exec_handler(handler, event)
-
-    def _drop(self, link: _Link, reason: str) -> None:
-        if not link.close(reason, str(self)):
+    def _closed(self, link: Link, reason: str) -> None:
+        if link is not self._link:
             return
-        if link is self._link:
-            self._link = None
-            if self._state is State.READY:
-                log.warning("%s: connection lost: %s", self.name, reason)
-            else:
-                log.info("%s: connection closed: %s", self.name, reason)
-            self._set_state(State.DISCONNECTED)
+        self._link = None
+        if self._state is State.READY:
+            log.warning("%s: connection lost: %s", self.name, reason)
+        else:
+            log.info("%s: connection closed: %s", self.name, reason)
+        self._set_state(State.DISCONNECTED)
 
     # --- requests -----------------------------------------------------------------------------
 
-    def _current(self) -> _Link:
+    def _current(self) -> Link:
         link = self._link
         if link is None or self._state is not State.READY:
             raise SwitchUnavailable(f"{self}: not connected")
         return link
 
-    def _submit(
-        self, link: _Link, data: bytes, what: str, deadline: float,
-        interpret: Callable[[Reply], T],
-    ) -> PendingReply[T]:
-        return self._submit_all(link, [(data, what, interpret)], deadline)[0]
-
-    def _submit_all(
-        self, link: _Link, requests: Sequence[tuple[bytes, str, Callable[[Reply], T]]],
-        deadline: float,
-    ) -> list[PendingReply[T]]:
-        """Send requests (data, what, interpret) in one write; replies come back in order."""
-        what = ", ".join(w for _, w, _ in requests)
-        futures = [AsyncResult() for _ in requests]
-        remaining = deadline - self._clock.monotonic()
-        if not link.write_lock.acquire(timeout=max(0.0, remaining)):
-            raise ReplyTimeout(f"{self}: could not send {what} within {remaining:.3g}s")
-        try:
-            if link.reason is not None:
-                raise SwitchUnavailable(f"{self}: connection lost ({link.reason})")
-            link.pending.extend(futures)  # before writing: the replies may come at once
-            if log.isEnabledFor(logging.DEBUG):
-                for data, _, _ in requests:
-                    log.debug("%s: > %s", self.name, _redact(data))
-            data = requests[0][0] if len(requests) == 1 else b"".join(r[0] for r in requests)
-            try:
-                with gevent.Timeout(max(0.0, deadline - self._clock.monotonic()),
-                                    _WriteStalled):
-                    _send_all(link.sock, data)
-            except _WriteStalled:
-                self._drop(link, f"sending {what} stalled")
-                raise ReplyTimeout(f"{self}: could not send {what} in time") from None
-            except OSError as exc:
-                self._drop(link, f"socket error: {exc}")
-                raise SwitchUnavailable(f"{self}: sending {what} failed: {exc}") from None
-        finally:
-            link.write_lock.release()
-        return [PendingReply(self, link, future, w, deadline, interpret)
-                for future, (_, w, interpret) in zip(futures, requests, strict=True)]
-
-    def _command_on(self, link: _Link, data: bytes, deadline: float) -> str:
-        what = _redact(data)
-        reply = self._submit(link, data, what, deadline,
-                             _expect(CommandReply, str(self))).result()
-        return commands.check_reply(reply.text, what)
+    def _deadline(self, timeout: float | None) -> float:
+        return self._clock.monotonic() + (timeout or self._command_timeout)
 
     def submit(self, data: bytes, timeout: float | None = None) -> PendingReply[Reply]:
         """Send raw command bytes (see commands.py) without waiting: the reply comes
         through the returned PendingReply. Replies are matched in order."""
-        deadline = self._clock.monotonic() + (timeout or self._command_timeout)
-        return self._submit(self._current(), data, _redact(data), deadline, lambda r: r)
+        deadline = self._deadline(timeout)
+        return self._current().submit(data, redact(data), deadline, lambda r: r)
 
     def request(self, data: bytes, timeout: float | None = None) -> Reply:
         """Send raw command bytes and wait for the reply (not interpreted)."""
@@ -608,28 +315,26 @@ class EslConnection(greenswitch.InboundESL):
 
     def api_async(self, command: str, timeout: float | None = None) -> PendingReply[str]:
         """Start `api <command>`; result() gives its output or raises CommandFailed."""
-        deadline = self._clock.monotonic() + (timeout or self._command_timeout)
-        check = _expect(ApiResponse, str(self))
+        deadline = self._deadline(timeout)
+        check = expect(ApiResponse, str(self))
 
         def interpret(reply: Reply) -> str:
             return commands.check_reply(check(reply).body, command)
 
-        return self._submit(self._current(), commands.api(command), command, deadline,
-                            interpret)
+        return self._current().submit(commands.api(command), command, deadline, interpret)
 
     def api_many(self, api_commands: Sequence[str],
                  timeout: float | None = None) -> list[PendingReply[str]]:
         """Start several `api` commands with one write (one syscall, one lock); FreeSWITCH
         runs them in order. Each result() gives its output or raises CommandFailed."""
-        deadline = self._clock.monotonic() + (timeout or self._command_timeout)
-        check = _expect(ApiResponse, str(self))
+        deadline = self._deadline(timeout)
+        check = expect(ApiResponse, str(self))
 
         def interpreter(command: str) -> Callable[[Reply], str]:
             return lambda reply: commands.check_reply(check(reply).body, command)
 
-        return self._submit_all(
-            self._current(), [(commands.api(c), c, interpreter(c)) for c in api_commands],
-            deadline)
+        return self._current().submit_all(
+            [(commands.api(c), c, interpreter(c)) for c in api_commands], deadline)
 
     def api(self, command: str, timeout: float | None = None) -> str:
         """Run `api <command>` and return its output; -ERR/-USAGE raise CommandFailed
@@ -641,24 +346,27 @@ class EslConnection(greenswitch.InboundESL):
         """Start `bgapi <command>`; return its Job-UUID. The result comes later as a
         BACKGROUND_JOB event (to every subscriber: match the Job-UUID)."""
         job = job_uuid or str(uuid.uuid4())
-        reply = self._submit(
-            self._current(), commands.bgapi(command, job), f"bgapi {command}",
-            self._clock.monotonic() + (timeout or self._command_timeout),
-            _expect(CommandReply, str(self)),
+        reply = self._current().submit(
+            commands.bgapi(command, job), f"bgapi {command}", self._deadline(timeout),
+            expect(CommandReply, str(self)),
         ).result()
         commands.check_reply(reply.text, f"bgapi {command}")
         return reply.job_uuid or job
 
     def command(self, data: bytes, timeout: float | None = None) -> str:
         """Send an ESL command (event, filter, noevents ...) and return its +OK text."""
-        return self._command_on(
-            self._current(), data, self._clock.monotonic() + (timeout or self._command_timeout)
-        )
+        return self._current().command(data, self._deadline(timeout))
 
     def send(self, data: str) -> Reply:
         """greenswitch's send(), with a deadline: `data` without its blank line."""
         return self.request(data.encode("utf-8") + b"\n\n")
 
-    def authenticate(self) -> None:
-        """greenswitch API: here connect() authenticates (with a deadline)."""
-        raise NotImplementedError("connect() authenticates")
+    # --- greenswitch-style handlers (with no on_event) -------------------------------------------
+
+    def register_handle(self, name: str, handler: Handler) -> None:
+        """Run `handler(event)` for events named `name` (a CUSTOM subclass; '*' for any
+        event without handlers of its own). Only for a connection given no `on_event`."""
+        self._handlers.register(name, handler)
+
+    def unregister_handle(self, name: str, handler: Handler) -> None:
+        self._handlers.unregister(name, handler)

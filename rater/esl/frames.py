@@ -2,7 +2,7 @@
 
 A frame is a header block (``Name: value`` lines ended by a blank line) followed by
 exactly ``Content-Length`` bytes of body when that header is present, wherever it sits
-in the block. Values stay raw bytes here; decoding is the caller's business (events.py),
+in the block. Values stay raw bytes here; decoding is the caller's business (messages.py),
 done per value, after splitting.
 """
 

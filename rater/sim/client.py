@@ -10,16 +10,10 @@ import gevent
 import gevent.event
 from gevent import socket
 
-from rater.esl.events import (
-    ApiResponse,
-    AuthRequest,
-    ChannelEvent,
-    CommandReply,
-    DisconnectNotice,
-    Message,
-    parse_frame,
-)
+from rater.esl.events import ChannelEvent
 from rater.esl.frames import Frame, FrameParser
+from rater.esl.messages import Message, parse_frame
+from rater.esl.replies import ApiResponse, AuthRequest, CommandReply, DisconnectNotice
 
 
 class SimClient:
