@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_e2e.py [--cps 1000] [--duration 60] [--talk 1.5:2.5]
         [--debit-interval 1] [--accounts 2000] [--deck 20000] [--profile] [--json]
 
-Three processes besides the servers: the simulator (`python -m rater.sim --cps ...`, placing
+Three processes besides the servers: the simulator (`python -m fssim --cps ...`, placing
 calls at a steady rate and recording each one), the daemon (`rater run --config <generated
 toml>`, RATER_DATABASE_URL/RATER_REDIS_URL in its environment) and this script, which only
 sets up and checks. Servers are private (rater.embedded) unless RATER_BENCH_REDIS_URL and

@@ -41,6 +41,7 @@ from greenswitch.esl import ESLEvent
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fssim import captured
 from rater.calls.handler import SwitchEvent
 from rater.calls.switch import (
     VAR_ACCOUNT,
@@ -105,10 +106,7 @@ def captures_dir(override: str | None) -> Path:
         return Path(override)
     if env := os.environ.get("RATER_CAPTURES_DIR"):
         return Path(env)
-    here = Path(__file__).resolve().parents[1] / "tests" / "captures"
-    if here.is_dir():
-        return here
-    return Path(__file__).resolve().parents[2] / "shared" / "freeswitch-captures"
+    return Path(str(captured.DATA))  # the simulator's packaged copies (fssim/captures/)
 
 
 _PARSER = FrameParser()  # one per connection in the daemon, so one here

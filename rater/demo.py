@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import gevent
 import psycopg
@@ -30,7 +30,9 @@ from rater.daemon import Daemon
 from rater.embedded import EmbeddedServers
 from rater.money import format_micros
 from rater.reconcile import reconcile
-from rater.sim.simulator import Simulator
+
+if TYPE_CHECKING:
+    from fssim import Simulator
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,8 @@ class Demo:
             self.say(f"loader sync: {sync_once(cfg, rds).describe()}")
         finally:
             rds.close()
+        from fssim import Simulator  # the simulator is not part of the daemon: only here
+
         sim = Simulator(heartbeat=20).start()
         node = FreeSwitchNode(name="sim", host="127.0.0.1", port=sim.port,
                               password=sim.password)

@@ -27,12 +27,12 @@ from typing import Any
 
 import psycopg
 
+from fssim.records import RecordWriter
+from fssim.simulator import Simulator
 from loader.dataset import import_dataset
 from loader.sync import redis_client, sync_once
 from rater.config import Config, FreeSwitchNode
 from rater.daemon import Daemon
-from rater.sim.records import RecordWriter
-from rater.sim.simulator import Simulator
 
 P1, PP, C3, PK, IN, SH, CC = (
     "2000000001", "2000000002", "2000000003", "2000000004", "2000000005", "2000000006",

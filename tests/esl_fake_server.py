@@ -22,11 +22,7 @@ from rater.esl.frames import FrameParser, build_frame
 WAIT = 5.0  # generous deadline for anything a test waits on
 
 
-from tests.captures import captures_dir  # noqa: E402 - re-exported for the ESL tests
-
-
-def capture_bytes(name: str, direction: str = "in") -> bytes:
-    return (captures_dir() / f"{name}.raw.{direction}").read_bytes()
+from fssim.captured import capture_bytes  # noqa: E402 - the captures, for the ESL tests
 
 
 def capture_frames(name: str) -> list[bytes]:

@@ -20,11 +20,11 @@ from typing import Any
 
 import psycopg
 
+from fssim.records import RecordWriter
+from fssim.simulator import Simulator
 from loader.dataset import import_dataset
 from loader.sync import redis_client, sync_once
 from rater.config import Config
-from rater.sim.records import RecordWriter
-from rater.sim.simulator import Simulator
 from tests.e2e_world import dataset
 
 REPO = Path(__file__).resolve().parents[1]

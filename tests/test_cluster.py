@@ -124,7 +124,7 @@ def test_shards_spread_over_the_primaries_as_their_slots_say(redis_cluster, caps
 
 def start_second_daemon(first: ProcessWorld, tmp: Path) -> ProcessWorld:
     """Another `rater run` on its own simulated switch, same Redis and PostgreSQL."""
-    from rater.sim.simulator import Simulator
+    from fssim.simulator import Simulator
 
     sim = Simulator(password=PASSWORD, heartbeat=20, max_sessions=5000).start()
     config_path = tmp / "rater2.toml"

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from fssim.channel import CallState
 from rater.calls.leg import LegState
 from rater.daemon import Daemon
 from rater.errors import SwitchUnavailable
-from rater.sim.channel import CallState
 from tests.e2e_world import P1, SH, UK, dataset, running_world
 from tests.test_e2e_faults import answered, wait_reserved_while_up, wait_until
 

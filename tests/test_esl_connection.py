@@ -13,6 +13,7 @@ import pytest
 from gevent.event import Event
 from gevent.queue import Queue
 
+from fssim.serialize import event_frame
 from rater.backoff import Backoff
 from rater.clock import FixedClock
 from rater.errors import (
@@ -29,7 +30,6 @@ from rater.esl.events import ChannelEvent
 from rater.esl.frames import FrameParser
 from rater.esl.messages import parse_frame
 from rater.esl.replies import CommandReply
-from rater.sim.serialize import event_frame
 from tests.esl_fake_server import (
     WAIT,
     FakeSwitch,

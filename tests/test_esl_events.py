@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from fssim.captured import capture_bytes, sessions
+from fssim.serialize import encode_json_event, encode_plain_event, event_frame, url_encode
 from rater.errors import MalformedFrame
 from rater.esl.events import ChannelEvent
 from rater.esl.frames import Frame, FrameParser
@@ -19,10 +21,8 @@ from rater.esl.replies import (
     OtherFrame,
     RudeRejection,
 )
-from rater.sim.serialize import encode_json_event, encode_plain_event, event_frame, url_encode
-from tests.esl_fake_server import capture_bytes, captures_dir
 
-CAPTURES = sorted(p.name.removesuffix(".raw.in") for p in captures_dir().glob("*.raw.in"))
+CAPTURES = sessions()
 ACCESSORS = {  # typed accessor -> header it reads
     "unique_id": Header.UNIQUE_ID, "call_uuid": Header.CHANNEL_CALL_UUID,
     "core_uuid": Header.CORE_UUID, "hangup_cause": Header.HANGUP_CAUSE,

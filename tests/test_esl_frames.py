@@ -7,11 +7,11 @@ from collections import Counter
 
 import pytest
 
+from fssim.captured import capture_bytes, sessions
 from rater.errors import FrameError, MalformedFrame
 from rater.esl.frames import Frame, FrameParser, build_frame
-from tests.esl_fake_server import capture_bytes, captures_dir
 
-CAPTURES = sorted(p.name.removesuffix(".raw.in") for p in captures_dir().glob("*.raw.in"))
+CAPTURES = sessions()
 
 # Frames per Content-Type in each capture (counted independently, see the README table).
 EXPECTED_COUNTS = {

@@ -13,10 +13,10 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
+from fssim.channel import CallState
 from loader.sync import redis_client
 from rater.reconcile import reconcile
 from rater.redis_client import keyspace_of
-from rater.sim.channel import CallState
 from tests.e2e_world import CC, UK, dataset
 from tests.process_world import ProcessWorld, process_world
 from tests.tcp_proxy import TcpProxy

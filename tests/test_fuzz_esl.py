@@ -34,6 +34,10 @@ from gevent.event import Event
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from fssim import Simulator
+from fssim.captured import sessions
+from fssim.faults import MALFORMED
+from fssim.serialize import encode_json_event, encode_plain_event, event_frame
 from rater.backoff import Backoff
 from rater.errors import FrameError, MalformedFrame
 from rater.esl import commands
@@ -44,12 +48,9 @@ from rater.esl.jsonevent import JsonEvent
 from rater.esl.link import RECV_SIZE, Link
 from rater.esl.messages import parse_frame
 from rater.esl.plain import PlainEvent
-from rater.sim import Simulator
-from rater.sim.faults import MALFORMED
-from rater.sim.serialize import encode_json_event, encode_plain_event, event_frame
-from tests.esl_fake_server import capture_frames, captures_dir
+from tests.esl_fake_server import capture_frames
 
-CAPTURES = sorted(p.name.removesuffix(".raw.in") for p in captures_dir().glob("*.raw.in"))
+CAPTURES = sessions()
 FRAMES = [f for name in CAPTURES for f in capture_frames(name)]
 EVENT_FRAMES = [f for f in FRAMES if b"Content-Type: text/event-" in f[:80]]
 PLAIN_BODIES = [f.partition(b"\n\n")[2] for f in EVENT_FRAMES if b"event-plain" in f[:80]]

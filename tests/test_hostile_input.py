@@ -19,9 +19,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from fssim import encoding, templates
 from rater.config import hangup_cause
 from rater.logs import JsonFormatter, PlainFormatter
-from rater.sim import templates
 from tests.e2e_world import CC, DID_IN, IN, P1, UK, World, running_world
 
 pytestmark = pytest.mark.slow
@@ -42,7 +42,7 @@ NORMAL_COST = 10_000  # retail, per second billed
 PARK_WAIT = 10.0  # how long a caller waits in park for the daemon's decision
 
 
-_url_encode = templates.url_encode
+_url_encode = encoding.url_encode
 _RAW_BYTE = re.compile("([\U0010ff00-\U0010ffff])")
 
 
@@ -59,7 +59,8 @@ def _hostile_url_encode(value: str) -> str:
 @pytest.fixture
 def world(request, cfg, database_url, monkeypatch, caplog) -> Iterator[World]:
     """The e2e world, with plain events unless parametrized (indirectly) with "json"."""
-    monkeypatch.setattr(templates, "url_encode", _hostile_url_encode)
+    monkeypatch.setattr(encoding, "url_encode", _hostile_url_encode)  # header lines
+    monkeypatch.setattr(templates, "url_encode", _hostile_url_encode)  # single values
     caplog.set_level(logging.INFO)
     with running_world(cfg, database_url, switch_records=False,
                        event_format=getattr(request, "param", "plain")) as w:

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from fssim import CallState, Simulator, captured
 from rater.esl.events import ChannelEvent
 from rater.esl.names import Header, Var
 from rater.esl.plain import PlainEvent
-from rater.sim import CallState, Simulator, captured
-from rater.sim.client import SimClient
+from tests.sim_client import SimClient
 
 PASSWORD = "ClueCon"
 LIFECYCLE = ("CHANNEL_CREATE", "CHANNEL_PARK", "CHANNEL_ANSWER", "CHANNEL_HANGUP",

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from fssim import Simulator, captured
+from fssim.faults import MALFORMED
 from rater.errors import MalformedFrame
-from rater.sim import Simulator, captured
-from rater.sim.client import SimClient
-from rater.sim.faults import MALFORMED
+from tests.sim_client import SimClient
 
 PASSWORD = "ClueCon"
 DEADLINE = 10.0

@@ -11,9 +11,9 @@ from pathlib import Path
 import gevent
 import pytest
 
-from rater.sim import Simulator
-from rater.sim.__main__ import main
-from rater.sim.client import SimClient
+from fssim import Simulator
+from fssim.__main__ import main
+from tests.sim_client import SimClient
 
 PASSWORD = "ClueCon"
 DEADLINE = 20.0
@@ -141,6 +141,6 @@ def test_command_line_rejects_bad_arguments(bad: list[str]) -> None:
 
 
 def test_module_is_runnable() -> None:
-    result = subprocess.run([sys.executable, "-m", "rater.sim", "--help"], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "fssim", "--help"], capture_output=True,
                             text=True, timeout=60, check=True)
     assert "--cps" in result.stdout and "--answer-ratio" in result.stdout

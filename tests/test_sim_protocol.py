@@ -9,9 +9,9 @@ import gevent
 import pytest
 from gevent import socket
 
+from fssim import Simulator, captured
 from rater.esl.replies import ApiResponse, CommandReply
-from rater.sim import Simulator, captured
-from rater.sim.client import SimClient
+from tests.sim_client import SimClient
 
 PASSWORD = "ClueCon"
 GONE = "00000000-0000-0000-0000-000000000000"
@@ -40,12 +40,7 @@ def _read_until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
 
 
 def _capture_bytes(name: str) -> bytes:
-    from tests.test_sim_templates import CAPTURES
-
-    path = CAPTURES / name
-    if not path.exists():
-        pytest.skip(f"raw capture {path} not available")
-    return path.read_bytes()
+    return captured.capture_bytes(name.removesuffix(".raw.in"))
 
 
 def test_bad_password_is_byte_identical_to_freeswitch(sim: Simulator) -> None:

@@ -3,28 +3,48 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
+from fssim import captured, encoding, templates
+from fssim.bus import Event
+from fssim.serialize import encode_plain_event
 from rater.esl.frames import FrameParser, build_frame
-from rater.sim import captured, extract, templates
-from rater.sim.bus import Event
-from rater.sim.serialize import encode_plain_event
-from tests.captures import captures_dir
 
 REPO = Path(__file__).resolve().parents[1]
-CAPTURES = captures_dir()
-
+# The originals: RATER_CAPTURES_DIR, else the shared directory beside the repository.
+ORIGINALS = Path(os.environ.get("RATER_CAPTURES_DIR")
+                 or REPO.parent / "shared" / "freeswitch-captures")
 
 
 def _capture_frames(name: str) -> list:
-    return FrameParser().feed((CAPTURES / name).read_bytes())
+    return FrameParser().feed(captured.capture_bytes(name.removesuffix(".raw.in")))
 
 
-def test_captured_module_is_up_to_date() -> None:
-    assert extract.OUTPUT.read_text() == extract.render_module(CAPTURES), (
-        "rater/sim/captured.py is stale: python -m rater.sim.extract <captures-dir>")
+def test_packaged_captures_are_the_listed_bytes() -> None:
+    """fssim/captures/ holds exactly the files SHA256SUMS lists, each byte for byte."""
+    sums = captured.checksums()
+    files = sorted(p.name for p in captured.DATA.iterdir()
+                   if p.name.endswith((".raw.in", ".raw.out")))
+    assert files == sorted(sums)
+    assert len(captured.sessions()) == 10
+    for name, digest in sums.items():
+        session, _, direction = name.rpartition(".raw.")
+        assert captured.digest(captured.capture_bytes(session, direction)) == digest, name
+
+
+def test_packaged_captures_are_the_originals() -> None:
+    """The copies are byte-identical to the recorded captures (../shared/freeswitch-captures)."""
+    if not ORIGINALS.is_dir():
+        pytest.skip(f"no original captures at {ORIGINALS} (set RATER_CAPTURES_DIR)")
+    originals = sorted(p.name for p in ORIGINALS.glob("*.raw.*"))
+    assert originals == sorted(captured.checksums())
+    for name in originals:
+        session, _, direction = name.rpartition(".raw.")
+        assert captured.capture_bytes(session, direction) == (ORIGINALS / name).read_bytes(), name
 
 
 @pytest.mark.parametrize("key", sorted(templates.TEMPLATES))
@@ -72,16 +92,16 @@ def test_json_rendering_matches_real_json_events(capture: str) -> None:
 
 def test_url_encoding_matches_every_captured_plain_value() -> None:
     checked = 0
-    for capture in sorted(CAPTURES.glob("*plain*.raw.in")):
-        for frame in _capture_frames(capture.name):
+    for session in captured.sessions():
+        if "plain" not in session:
+            continue
+        for frame in _capture_frames(session):
             if frame.content_type != "text/event-plain":
                 continue
             block = frame.body.split(b"\n\n", 1)[0].decode()
             for line in block.split("\n"):
                 _, _, raw = line.partition(": ")
-                from urllib.parse import unquote
-
-                assert templates.url_encode(unquote(raw)) == raw
+                assert encoding.url_encode(unquote(raw)) == raw
                 checked += 1
     assert checked > 10_000
 
@@ -109,9 +129,9 @@ def test_channel_templates_keep_the_headers_the_daemon_reads() -> None:
 
 
 def test_url_encode_and_json_string_edge_cases() -> None:
-    assert templates.url_encode("a b:c@d/e,f(g)") == "a%20b%3Ac%40d/e,f(g)"
-    assert templates.url_encode("é") == "%C3%A9"
-    assert templates.url_encode("\x7f") == "%7F"
-    assert templates.json_string('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
-    assert templates.json_string("é") == "é"
-    assert templates.json_value("ARRAY::a|:b") == '["a","b"]'
+    assert encoding.url_encode("a b:c@d/e,f(g)") == "a%20b%3Ac%40d/e,f(g)"
+    assert encoding.url_encode("é") == "%C3%A9"
+    assert encoding.url_encode("\x7f") == "%7F"
+    assert encoding.json_string('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
+    assert encoding.json_string("é") == "é"
+    assert encoding.json_value("ARRAY::a|:b") == '["a","b"]'

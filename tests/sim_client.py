@@ -1,4 +1,4 @@
-"""A minimal ESL client to drive the simulator from tests and benchmarks (not the daemon's
+"""A minimal ESL client to drive the simulator from the tests (not the daemon's
 connection): every wait has a deadline, frames are parsed with rater.esl."""
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 if TYPE_CHECKING:
-    from rater.sim.channel import Channel
+    from fssim.channel import Channel
 
 log = logging.getLogger(__name__)
 

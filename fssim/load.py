@@ -7,15 +7,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple, Protocol
 
 import gevent
 import gevent.event
 
-from rater.sim.channel import Channel
-
-if TYPE_CHECKING:
-    from rater.sim.simulator import Simulator
+from fssim.channel import Channel
 
 # (min, max) seconds drawn uniformly, or a function of the generator's Random
 TalkSeconds = tuple[float, float] | Callable[[random.Random], float]
@@ -53,6 +50,14 @@ class LoadCounters:
         return self.placed - self.completed
 
 
+class CallPlacer(Protocol):
+    """Where the generator's calls go (the Simulator is one)."""
+
+    def place_call(self, account: str | None, destination: str, *, direction: str,
+                   caller: str, answer_after: float, duration: float, answer: bool,
+                   observer: Callable[[Channel], None]) -> str: ...
+
+
 class LoadGenerator:
     """Places `cps` calls per second until `count` calls or `duration` seconds (or stop()).
 
@@ -60,18 +65,19 @@ class LoadGenerator:
     time) comes from `random.Random(seed)` in placement order, so a run is reproducible.
     """
 
-    def __init__(self, sim: Simulator, cps: float, *, count: int | None = None,
+    def __init__(self, switch: CallPlacer, cps: float, *, count: int | None = None,
                  duration: float | None = None, destinations: Sequence[str] = ("15557650000",),
                  accounts: Sequence[str | None] = (None,), talk_seconds: TalkSeconds = (1.0, 5.0),
                  answer_ratio: float = 1.0, answer_after: tuple[float, float] = (0.05, 0.3),
-                 direction: str = "outbound", seed: int = 0, record: bool = False) -> None:
+                 direction: str = "outbound", seed: int = 0, record: bool = False,
+                 history: int | None = None) -> None:
         if cps <= 0:
             raise ValueError("cps must be positive")
         if count is None and duration is None:
             raise ValueError("give count or duration (or both)")
         if not destinations or not accounts:
             raise ValueError("destinations and accounts must not be empty")
-        self.sim = sim
+        self.switch = switch
         self.cps = cps
         self.count = count
         self.duration = duration
@@ -83,7 +89,7 @@ class LoadGenerator:
         self.direction = direction
         self.rng = random.Random(seed)
         self.counters = LoadCounters()
-        self.uuids: deque[str] = deque(maxlen=sim.history)  # placement order
+        self.uuids: deque[str] = deque(maxlen=history)  # placement order (the last `history`)
         # every finished call, in completion order (`record`: memory grows with the run)
         self.records: list[CallRecord] | None = [] if record else None
         self.started_at: float | None = None   # time.time() of the first call
@@ -125,7 +131,7 @@ class LoadGenerator:
         talk = self._talk()
         answered = rng.random() < self.answer_ratio
         ring = rng.uniform(*self.answer_after)
-        uuid = self.sim.place_call(
+        uuid = self.switch.place_call(
             account, destination, direction=self.direction, caller=caller,
             answer_after=ring, duration=talk, answer=answered, observer=self._on_done,
         )

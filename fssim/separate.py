@@ -1,6 +1,9 @@
-"""FreeSWITCH's switch_separate_string on spaces, as api commands split their arguments."""
+"""How FreeSWITCH splits and reads command arguments: switch_separate_string on spaces, and
+C's atol."""
 
 from __future__ import annotations
+
+import re
 
 
 def separate(arg: str | None, limit: int) -> list[str]:
@@ -23,3 +26,9 @@ def separate(arg: str | None, limit: int) -> list[str]:
         out.append(rest[:end].replace("'", ""))
         rest = rest[end:].lstrip(" ")
     return out
+
+
+def c_atol(text: str) -> int:
+    """C `atol`: optional sign and leading digits, 0 when there are none."""
+    m = re.match(r"\s*([+-]?\d+)", text)
+    return int(m.group(1)) if m else 0

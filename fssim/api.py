@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
-from rater.sim import captured, templates
-from rater.sim.causes import str2cause
-from rater.sim.channel import CallState, Channel, c_atol
-from rater.sim.separate import separate
-
-if TYPE_CHECKING:
-    from rater.sim.simulator import Simulator
+from fssim import captured, templates
+from fssim.causes import str2cause
+from fssim.channel import CallState, Channel
+from fssim.dates import stamp
+from fssim.scheduler import Scheduler
+from fssim.separate import c_atol, separate
+from fssim.status import SwitchInfo, uptime_text
 
 NO_CHANNEL = "-ERR No such channel!\n"
 KILL_USAGE = "-USAGE: <uuid> [cause]\n"
@@ -49,30 +49,25 @@ _CREATE = templates.template("CHANNEL_CREATE").captured_values
 _CREATE_HEADERS = dict(captured.EVENTS["CHANNEL_CREATE"][1])
 
 
-def _plural(n: int) -> str:
-    return "" if n == 1 else "s"
+class ApiSink(Protocol):
+    """What the API commands fire and render (the Simulator is one)."""
 
+    def api_event(self, command: str, arg: str | None) -> None:
+        """Fire the API event every command fires (switch_api_execute)."""
 
-def uptime_text(micros: int) -> str:
-    """`0 years, 0 days, 0 hours, 1 minute, 26 seconds, 807 milliseconds, 791 microseconds`."""
-    us = micros % 1000
-    ms = micros // 1000 % 1000
-    sec = micros // 1_000_000
-    years, rem = divmod(sec, 365 * 86400)
-    days, rem = divmod(rem, 86400)
-    hours, rem = divmod(rem, 3600)
-    minutes, seconds = divmod(rem, 60)
-    return (f"{years} year{_plural(years)}, {days} day{_plural(days)}, "
-            f"{hours} hour{_plural(hours)}, {minutes} minute{_plural(minutes)}, "
-            f"{seconds} second{_plural(seconds)}, {ms} millisecond{_plural(ms)}, "
-            f"{us} microsecond{_plural(us)}")
+    def channel_data(self, leg: Channel) -> str:
+        """uuid_dump's reply: the leg's headers as a CHANNEL_DATA event body."""
 
 
 class Api:
-    """The API commands of one simulator."""
+    """The API commands of one simulator, over its live legs and its scheduler."""
 
-    def __init__(self, sim: Simulator) -> None:
-        self.sim = sim
+    def __init__(self, info: SwitchInfo, live: Mapping[str, Channel], scheduler: Scheduler,
+                 sink: ApiSink) -> None:
+        self.info = info
+        self.live = live
+        self.scheduler = scheduler
+        self.sink = sink
         self._commands: dict[str, Callable[[str | None], str]] = {
             "status": self.status,
             "version": self.version,
@@ -92,14 +87,14 @@ class Api:
 
     def execute(self, command: str, arg: str | None) -> str:
         """Run one API command; fires the API event like switch_api_execute."""
-        self.sim.emit_api_event(command, arg)
+        self.sink.api_event(command, arg)
         handler = self._commands.get(command.lower())
         if handler is None:
             return f"-ERR {command} Command not found!\n"
         return handler(arg or None)
 
     def _channel(self, uuid: str | None, line: str) -> Channel | None:
-        channel = self.sim.live.get(uuid or "")
+        channel = self.live.get(uuid or "")
         if channel is not None:
             channel.record_command(line)
         return channel
@@ -107,16 +102,16 @@ class Api:
     # --- core ------------------------------------------------------------------------------
 
     def status(self, arg: str | None) -> str:
-        sim = self.sim
+        info, stats = self.info, self.info.stats
         return (
-            f"UP {uptime_text(sim.uptime_us())}\n"
+            f"UP {uptime_text(info.uptime_us())}\n"
             "FreeSWITCH (Version 1.10.12-release  64bit) is ready\n"
-            f"{sim.stats.sessions_since_startup} session(s) since startup\n"
-            f"{len(sim.live)} session(s) - peak {sim.stats.session_peak}, "
-            f"last 5min {sim.stats.session_peak} \n"
-            f"{sim.stats.sps_last} session(s) per Sec out of max 30, peak {sim.stats.sps_max}, "
-            f"last 5min {sim.stats.sps_max} \n"
-            f"{sim.max_sessions} session(s) max\n"
+            f"{stats.sessions_since_startup} session(s) since startup\n"
+            f"{len(self.live)} session(s) - peak {stats.session_peak}, "
+            f"last 5min {stats.session_peak} \n"
+            f"{stats.sps_last} session(s) per Sec out of max 30, peak {stats.sps_max}, "
+            f"last 5min {stats.sps_max} \n"
+            f"{info.max_sessions} session(s) max\n"
             "min idle cpu 0.00/95.00\n"
             "Current Stack Size/Max 240K/8192K\n"
         )
@@ -125,10 +120,10 @@ class Api:
         return VERSION
 
     def hostname(self, arg: str | None) -> str:
-        return self.sim.hostname
+        return self.info.hostname
 
     def global_getvar(self, arg: str | None) -> str:
-        return {"hostname": self.sim.hostname, "core_uuid": self.sim.core_uuid}.get(arg or "", "")
+        return {"hostname": self.info.hostname, "core_uuid": self.info.core_uuid}.get(arg or "", "")
 
     # --- channels --------------------------------------------------------------------------
 
@@ -181,7 +176,7 @@ class Api:
         return "_undef_" if value is None else value
 
     def uuid_exists(self, arg: str | None) -> str:
-        return "true" if arg and arg in self.sim.live else "false"
+        return "true" if arg and arg in self.live else "false"
 
     def uuid_transfer(self, arg: str | None) -> str:
         argv = separate(arg, 5)
@@ -204,7 +199,7 @@ class Api:
         channel = self._channel(arg, f"uuid_dump {arg}")
         if channel is None:
             return NO_CHANNEL
-        return self.sim.channel_data(channel)
+        return self.sink.channel_data(channel)
 
     def sched_hangup(self, arg: str | None) -> str:
         argv = separate(arg, 4)
@@ -220,19 +215,19 @@ class Api:
         if sec == 0:
             channel.hangup(cause)
         else:
-            self.sim.scheduler.schedule_hangup(when, channel.uuid, cause)
+            self.scheduler.schedule_hangup(when, channel.uuid, cause)
         return "+OK\n"
 
     def sched_del(self, arg: str | None) -> str:
         if arg is None:
             return "-ERR Invalid syntax\n"
         if arg.isdigit():
-            count = self.sim.scheduler.delete_task(int(arg)) if int(arg) > 0 else 0
+            count = self.scheduler.delete_task(int(arg)) if int(arg) > 0 else 0
         else:
-            channel = self.sim.live.get(arg)
+            channel = self.live.get(arg)
             if channel is not None:
                 channel.record_command(f"sched_del {arg}")
-            count = self.sim.scheduler.delete_group(arg)
+            count = self.scheduler.delete_group(arg)
         return f"+OK Deleted: {count}\n"
 
     def show(self, arg: str | None) -> str:
@@ -243,7 +238,7 @@ class Api:
         as_json = len(words) == 3 and words[1].lower() == "as" and words[2].lower() == "json"
         if len(words) == 3 and not as_json:
             return SHOW_USAGE
-        rows = [self._channel_row(c) for c in self.sim.live.values()]
+        rows = [self._channel_row(c) for c in self.live.values()]
         if as_json:
             if not rows:
                 return EMPTY_JSON
@@ -263,13 +258,13 @@ class Api:
         created_s = c.created_us // 1_000_000
         row = dict.fromkeys(SHOW_CHANNEL_KEYS, "")
         row.update({
-            "uuid": c.uuid, "direction": "inbound", "created": templates.stamp(created_s),
+            "uuid": c.uuid, "direction": "inbound", "created": stamp(created_s),
             "created_epoch": str(created_s), "name": name, "state": "CS_EXECUTE",
             "cid_name": cid_name, "cid_num": c.caller, "ip_addr": "127.0.0.1", "dest": c.dest,
             "application": "park" if c.state is CallState.PARKED else "",
             "dialplan": c.dialplan, "context": c.context, "read_codec": "PCMU",
             "read_rate": "8000", "read_bit_rate": "64000", "write_codec": "PCMU",
-            "write_rate": "8000", "write_bit_rate": "64000", "hostname": self.sim.hostname,
+            "write_rate": "8000", "write_bit_rate": "64000", "hostname": self.info.hostname,
             "presence_id": presence, "accountcode": c.get_var("accountcode") or "",
             "callstate": c.callstate, "call_uuid": c.uuid, "initial_cid_name": cid_name,
             "initial_cid_num": c.caller, "initial_ip_addr": "127.0.0.1",

@@ -1,5 +1,10 @@
-"""The simulator facade: owns the ESL server, the channels, the scheduler, the heartbeat, the
-event sequence, and exposes calls, waits, load and fault injection to tests and tools."""
+"""The simulator facade: owns the ESL server, the legs, the scheduler, the event emitter and
+the heartbeat, and exposes calls, waits, load and fault injection to tests and tools.
+
+It is the one place that knows every part: each part is given only the narrow sink it
+declares (a leg its `LegSink`, a connection its `Switch`, the API its `ApiSink`, the scheduler
+two callables, the load generator a `CallPlacer`), and the Simulator implements them here,
+so no part imports this module."""
 
 from __future__ import annotations
 
@@ -11,47 +16,27 @@ import uuid as uuidlib
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import gevent
 import gevent.event
 
-from rater.sim import captured
-from rater.sim.api import Api, uptime_text
-from rater.sim.bus import Event, StreamFaults, StreamRule, deliver
-from rater.sim.channel import CallState, Channel, new_uuid, now_us
-from rater.sim.faults import MALFORMED, WithholdRule
-from rater.sim.load import LoadGenerator, TalkSeconds
-from rater.sim.scheduler import HangupTask, Scheduler
-from rater.sim.server import MAX_QUEUE_LEN, Connection, EslServer, disconnect_notice
-from rater.sim.templates import TEMPLATES, EventClock
+from fssim import captured
+from fssim.api import Api
+from fssim.bus import StreamFaults, StreamRule
+from fssim.channel import Channel
+from fssim.connection import MAX_QUEUE_LEN, Connection
+from fssim.emitter import Emitter
+from fssim.faults import MALFORMED, WithholdRule
+from fssim.load import LoadGenerator, TalkSeconds
+from fssim.scheduler import Scheduler
+from fssim.server import EslServer
+from fssim.status import SessionStats, SwitchInfo
+from fssim.timers import new_uuid, now_us
+from fssim.wire import disconnect_notice
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PASSWORD = "ClueCon"
-_BY_ANSWER = ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE", "CHANNEL_DESTROY")
-
-
-@dataclass
-class SimStats:
-    """FreeSWITCH's session counters, as `status` and HEARTBEAT report them."""
-
-    sessions_since_startup: int = 0
-    session_peak: int = 0
-    sps_last: int = 0
-    sps_max: int = 0
-    _sps_second: int = 0
-    _sps_count: int = 0
-
-    def session_created(self, live: int) -> None:
-        self.sessions_since_startup += 1
-        self.session_peak = max(self.session_peak, live)
-        second = int(time.time())
-        if second != self._sps_second:
-            self.sps_last = self._sps_count if second == self._sps_second + 1 else 0
-            self._sps_second, self._sps_count = second, 0
-        self._sps_count += 1
-        self.sps_max = max(self.sps_max, self._sps_count)
 
 
 @dataclass
@@ -79,11 +64,8 @@ class Simulator:
                  record_writer: Callable[[Channel], None] | None = None) -> None:
         self.password = password or os.environ.get("RATER_ESL_PASSWORD") or DEFAULT_PASSWORD
         self.heartbeat = heartbeat
-        self.hostname = hostname
-        self.core_uuid = core_uuid or str(uuidlib.uuid4())
+        self.info = SwitchInfo(hostname, core_uuid or str(uuidlib.uuid4()), max_sessions)
         self.emit_destroy = emit_destroy
-        self.max_sessions = max_sessions
-        self.max_queue = max_queue  # unsent frames per connection before events are lost
         # how many finished calls and logged commands to remember (None: all; long load runs
         # should bound it)
         self.history = history
@@ -91,19 +73,14 @@ class Simulator:
         self.live: dict[str, Channel] = {}
         self.command_log: deque[CommandLogEntry] = deque(maxlen=history)
         self._finished: deque[str] = deque()
-        self.stats = SimStats()
-        self.api = Api(self)
-        self.scheduler = Scheduler(self, sched_phase)
-        self.server = EslServer(self, host, port)
+        self.server = EslServer(self, host, port, password=self.password, max_queue=max_queue)
         self.stream_faults = StreamFaults()
+        self.emitter = Emitter(self.info, self.live, self.server.connections, self.stream_faults)
+        self.scheduler = Scheduler(self._hangup_task, self.emitter.task_event, sched_phase)
+        self.commands = Api(self.info, self.live, self.scheduler, self.emitter)
         self._withhold: list[WithholdRule] = []
-        self._seq = itertools.count(1)
         self._session_ids = itertools.count(1)
         self._callers = itertools.count(1)
-        self._clock = EventClock()
-        self._started_us = now_us()
-        self._wanted: frozenset[str] = frozenset()
-        self._want_all = False
         self._idle = gevent.event.Event()
         self._idle.set()
         self._subscribed = gevent.event.Event()
@@ -113,6 +90,18 @@ class Simulator:
         self.record_writer = record_writer
 
     # --- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def hostname(self) -> str:
+        return self.info.hostname
+
+    @property
+    def core_uuid(self) -> str:
+        return self.info.core_uuid
+
+    @property
+    def stats(self) -> SessionStats:
+        return self.info.stats
 
     @property
     def port(self) -> int:
@@ -151,7 +140,7 @@ class Simulator:
         self.close()
 
     def uptime_us(self) -> int:
-        return now_us() - self._started_us
+        return self.info.uptime_us()
 
     # --- calls ----------------------------------------------------------------------------
 
@@ -182,7 +171,7 @@ class Simulator:
             dialplan_vars["accountcode"] = account
         dialplan_vars.update(variables or {})
         channel = Channel(
-            sim=self, uuid=uuid or new_uuid(), destination=destination,
+            sink=self, uuid=uuid or new_uuid(), destination=destination,
             account=account, direction=direction,
             caller=caller or f"1555{next(self._callers) % 10_000_000:07d}",
             answer_after=answer_after, duration=duration, answer=answer,
@@ -233,7 +222,8 @@ class Simulator:
         deadline = time.monotonic() + timeout
         while True:
             for conn in self.server.connections:
-                if conn.listening and (conn.all_events or wanted <= conn.events):
+                sub = conn.subscription
+                if sub.listening and (sub.all_events or wanted <= sub.events):
                     return conn
             left = deadline - time.monotonic()
             if left <= 0:
@@ -241,105 +231,39 @@ class Simulator:
             self._subscribed.clear()
             self._subscribed.wait(left)
 
-    def channel_data(self, channel: Channel) -> str:
-        """uuid_dump: the channel's headers as a plain CHANNEL_DATA event body."""
-        key = {CallState.PARKED: "CHANNEL_PARK", CallState.RINGING: "CHANNEL_UNPARK"}.get(
-            channel.state, "CHANNEL_ANSWER")
-        ctx = self._channel_values(channel, key, False)
-        ctx.update(self._event_fields(next(self._seq)))
-        text = TEMPLATES[key].render_plain(ctx).decode()
-        return "Event-Name: CHANNEL_DATA\n" + text.split("\n", 1)[1]
-
-    # --- event firing (used by channels, the API and the scheduler) ------------------------
-
-    def _event_fields(self, seq: int) -> dict[str, str]:
-        local, gmt, stamp = self._clock.fields(now_us())
-        return {"core_uuid": self.core_uuid, "hostname": self.hostname, "date_local": local,
-                "date_gmt": gmt, "timestamp": stamp, "seq": str(seq)}
-
-    def _fire(self, key: str, values: Callable[[], dict[str, Any]], *,
-              uuid: str | None = None, body: str | None = None) -> int:
-        seq = next(self._seq)
-        template = TEMPLATES[key]
-        if not (self._want_all or template.event_name in self._wanted
-                or self.stream_faults.held):
-            return seq
-        ctx = values()
-        ctx.update(self._event_fields(seq))
-        deliver(Event(template, ctx, body, uuid), self.server.connections, self.stream_faults)
-        return seq
-
-    def emit_channel_event(self, channel: Channel, name: str, *, stray: bool = False) -> int:
-        """Fire one of the channel's events (the template follows its answered state)."""
-        key = name
-        if name in _BY_ANSWER:
-            key = f"{name}.{'answered' if channel.answered_us else 'unanswered'}"
-        if key not in TEMPLATES:
-            raise ValueError(f"the simulator has no template for {name}")
-        seq = self._fire(key, lambda: self._channel_values(channel, key, stray),
-                         uuid=channel.uuid)
-        channel.events.append((name, seq))
-        return seq
-
-    @staticmethod
-    def _channel_values(channel: Channel, key: str, timing: bool) -> dict[str, Any]:
-        ctx = channel.context_values(timing=timing)
-        # the SIP variables of the template's own capture when the far end hung up
-        sip_vars = TEMPLATES[key].captured_values.get("sip_hangup_vars", ())
-        ctx["sip_hangup_vars"] = tuple(sip_vars) if ctx["remote_hangup"] else ()
-        return ctx
-
     def emit(self, uuid: str, name: str) -> int:
         """Fire `name` (e.g. CHANNEL_ANSWER) for a call as it is now, whatever its state: for
         tests that need stray, repeated or out-of-order events."""
-        return self.emit_channel_event(self.calls[uuid], name, stray=True)
-
-    def emit_api_event(self, command: str, arg: str | None) -> None:
-        self._fire("API", lambda: {
-            "api_command": command,
-            "api_arg": [("API-Command-Argument", arg)] if arg else [],
-        })
-
-    def emit_background_job(self, job_uuid: str, command: str, arg: str | None,
-                            reply: str) -> None:
-        self._fire("BACKGROUND_JOB", lambda: {
-            "job_uuid": job_uuid, "job_command": command,
-            "job_arg": [("Job-Command-Arg", arg)] if arg else [],
-        }, body=reply)
-
-    def emit_task_event(self, name: str, task: HangupTask) -> None:
-        self._fire(name, lambda: {"task_id": str(task.task_id), "task_group": task.group,
-                                  "task_runtime": str(task.runtime)})
+        return self.emitter.channel_event(self.calls[uuid], name, stray=True)
 
     def heartbeat_now(self) -> None:
         """Fire a HEARTBEAT now (the periodic one fires every `heartbeat` seconds)."""
-        self._fire("HEARTBEAT", self._heartbeat_values)
-
-    def _heartbeat_values(self) -> dict[str, Any]:
-        up = self.uptime_us()
-        return {
-            "up_time": uptime_text(up), "uptime_msec": str(up // 1000),
-            "session_count": str(len(self.live)),
-            "session_since_startup": str(self.stats.sessions_since_startup),
-            "session_peak_max": str(self.stats.session_peak),
-            "session_peak_fivemin": str(self.stats.session_peak),
-            "sps_last": str(self.stats.sps_last), "sps_max": str(self.stats.sps_max),
-            "sps_fivemin": str(self.stats.sps_max), "idle_cpu": "95.000000",
-        }
+        self.emitter.heartbeat()
 
     def _heartbeat_loop(self) -> None:
         while True:
             gevent.sleep(self.heartbeat)
             self.heartbeat_now()
 
-    def sample_event_frame(self, fmt: str) -> bytes:
-        """A complete HEARTBEAT frame (not fired), e.g. to cut in half."""
-        ctx = {**self._heartbeat_values(), **self._event_fields(next(self._seq))}
-        return Event(TEMPLATES["HEARTBEAT"], ctx).frame(fmt)
+    # --- LegSink: what a leg asks of the switch ---------------------------------------------
 
-    # --- bookkeeping (used by channels and connections) -------------------------------------
+    def leg_event(self, leg: Channel, name: str) -> None:
+        if name != "CHANNEL_DESTROY" or self.emit_destroy:
+            self.emitter.channel_event(leg, name)
 
-    def channel_done(self, channel: Channel) -> None:
+    def leg_hung_up(self, leg: Channel) -> None:
+        self.scheduler.drop_group(leg.uuid)
+        if self.record_writer is not None:
+            self.record_writer(leg)
+
+    def schedule_hangup(self, runtime: int, uuid: str, cause: str) -> None:
+        self.scheduler.schedule_hangup(runtime, uuid, cause)
+
+    def api(self, command: str, arg: str | None) -> str:
+        """Run an API command, as `api` on a connection does (also the connections' sink)."""
+        return self.commands.execute(command, arg)
+
+    def leg_done(self, channel: Channel) -> None:
         self.live.pop(channel.uuid, None)
         if not self.live:
             self._idle.set()
@@ -354,18 +278,31 @@ class Simulator:
             except Exception:
                 log.exception("call observer failed")
 
-    def log_command(self, connection: int, line: str) -> None:
+    def _hangup_task(self, uuid: str, cause: str) -> None:
+        """A scheduled hangup is due."""
+        channel = self.live.get(uuid)
+        if channel is not None:
+            channel.hangup(cause)
+
+    # --- Switch: what a connection asks of the switch ---------------------------------------
+
+    def command_received(self, connection: int, line: str) -> None:
         if line.lower().startswith("auth "):
             line = "auth <hidden>"
         self.command_log.append(CommandLogEntry(now_us(), connection, line))
 
     def subscriptions_changed(self) -> None:
-        listening = [c for c in self.server.connections if c.listening and not c.closed]
-        self._want_all = any(c.all_events for c in listening)
-        self._wanted = frozenset(n for c in listening for n in c.events)
+        listening = [c.subscription for c in self.server.connections
+                     if c.subscription.listening and not c.closed]
+        self.emitter.want(any(s.all_events for s in listening),
+                         frozenset(n for s in listening for n in s.events))
         self._subscribed.set()
 
-    def take_withheld(self, command: str) -> bool:
+    def background_job(self, job_uuid: str, command: str, arg: str | None,
+                       reply: str) -> None:
+        self.emitter.background_job(job_uuid, command, arg, reply)
+
+    def reply_withheld(self, command: str) -> bool:
         """True when the reply to `command` must not be sent (a withhold fault)."""
         return any(rule.take(command) for rule in self._withhold)
 
@@ -383,6 +320,7 @@ class Simulator:
             self, cps, count=count, duration=duration, destinations=destinations,
             accounts=accounts, talk_seconds=talk_seconds, answer_ratio=answer_ratio,
             answer_after=answer_after, direction=direction, seed=seed, record=record,
+            history=self.history,
         )
         return generator.start()
 
@@ -391,33 +329,27 @@ class Simulator:
     def drop_connections(self, mid_frame: bool = False, reset: bool = False) -> int:
         """Close every client socket abruptly (no disconnect notice); with `mid_frame` send
         half of a frame first, with `reset` send a TCP RST. Returns how many were dropped."""
-        conns = list(self.server.connections)
-        for conn in conns:
-            conn.abort(mid_frame=mid_frame, reset=reset)
-        return len(conns)
+        return self.server.drop_all(mid_frame, reset, sample=self.emitter.sample_event_frame)
 
     def stall(self, seconds: float) -> None:
         """Stop sending anything on every connection for `seconds` (sockets stay open;
         commands are still read and their replies queue up)."""
-        for conn in self.server.connections:
-            conn.stall(seconds)
+        self.server.stall_all(seconds)
 
     def resume(self) -> None:
         """End a stall now."""
-        for conn in self.server.connections:
-            conn.resume()
+        self.server.resume_all()
 
     def inject(self, data: bytes) -> None:
         """Write raw bytes into every connection's output stream, in order with the rest."""
-        for conn in self.server.connections:
-            conn.inject(data)
+        self.server.inject_all(data)
 
     def send_malformed(self, kind: str = "garbage") -> None:
         """Inject one of `faults.MALFORMED` (garbage, no-colon, bad-length, negative-length,
         huge-length, short-body, bad-event-body, bad-json, unknown-type) or `truncated`
         (the first half of a real event frame, the stream then goes on)."""
         for conn in self.server.connections:
-            data = (self.sample_event_frame(conn.format)[:300] if kind == "truncated"
+            data = (self.emitter.sample_event_frame(conn.format)[:300] if kind == "truncated"
                     else MALFORMED[kind])
             conn.inject(data)
 
@@ -440,11 +372,7 @@ class Simulator:
 
     def release_held(self) -> int:
         """Deliver every held event now; returns how many."""
-        released = self.stream_faults.release()
-        for event, targets in released:
-            for conn in targets:
-                conn.send_event(event)
-        return len(released)
+        return self.stream_faults.deliver_held()
 
     def clear_faults(self) -> None:
         """Forget event-stream and withhold rules (held events stay held)."""
@@ -464,8 +392,8 @@ class Simulator:
         if hangup_calls:
             for channel in list(self.live.values()):
                 channel.hangup("SYSTEM_SHUTDOWN")
-        self._fire("SHUTDOWN", dict)
-        self._fire("MODULE_UNLOAD", dict)
+        self.emitter.fire("SHUTDOWN", dict)
+        self.emitter.fire("MODULE_UNLOAD", dict)
         for conn in list(self.server.connections):
             conn.inject(disconnect_notice(captured.DISCONNECT_SHUTDOWN))
             conn.close_after_output()

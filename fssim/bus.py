@@ -5,12 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from rater.sim.templates import LINES, Template
-
-if TYPE_CHECKING:
-    from rater.sim.server import Connection
+from fssim.templates import LINES, Template
 
 _FRAME_HEAD = {
     "plain": "Content-Length: {}\nContent-Type: text/event-plain\n\n",
@@ -59,6 +56,14 @@ class Event:
         return None
 
 
+class Listener(Protocol):
+    """Where fired events go (fssim.connection.Connection is one)."""
+
+    def wants(self, event: Event) -> bool: ...
+
+    def send_event(self, event: Event) -> None: ...
+
+
 @dataclass(eq=False)
 class StreamRule:
     """One event-stream fault: which events it catches and how many more it will catch."""
@@ -82,7 +87,7 @@ class StreamFaults:
     """Event-stream faults applied when events are fanned out to listeners."""
 
     rules: list[StreamRule] = field(default_factory=list)
-    held: list[tuple[Event, list[Connection], StreamRule]] = field(default_factory=list)
+    held: list[tuple[Event, list[Listener], StreamRule]] = field(default_factory=list)
 
     def add(self, kind: str, names: Iterable[str] | None, uuid: str | None,
             count: int | None, release_after: str | None = None) -> StreamRule:
@@ -102,7 +107,15 @@ class StreamFaults:
                 return rule
         return None
 
-    def release(self, after: Event | None = None) -> list[tuple[Event, list[Connection]]]:
+    def deliver_held(self) -> int:
+        """Deliver every held event now, in order; returns how many."""
+        released = self.release()
+        for event, targets in released:
+            for listener in targets:
+                listener.send_event(event)
+        return len(released)
+
+    def release(self, after: Event | None = None) -> list[tuple[Event, list[Listener]]]:
         """Held events to deliver now: all of them, or those waiting for `after`."""
         out, keep = [], []
         for event, targets, rule in self.held:
@@ -116,7 +129,7 @@ class StreamFaults:
         return out
 
 
-def deliver(event: Event, connections: Iterable[Connection], faults: StreamFaults) -> None:
+def deliver(event: Event, connections: Iterable[Listener], faults: StreamFaults) -> None:
     """Queue `event` on every listener that wants it, through the stream faults."""
     targets = [c for c in connections if c.wants(event)]
     if targets:

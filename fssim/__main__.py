@@ -1,4 +1,4 @@
-"""Run the FreeSWITCH simulator on its own: `python -m rater.sim --cps 50 --count 1000`.
+"""Run the FreeSWITCH simulator on its own: `python -m fssim --cps 50 --count 1000`.
 
 Without --cps it only serves connections (and whatever calls a client triggers) until
 interrupted; with --cps it places calls and exits once --count calls completed or --duration
@@ -22,10 +22,10 @@ from pathlib import Path
 import gevent
 import gevent.event
 
-from rater.sim.load import CallRecord, LoadGenerator
-from rater.sim.simulator import DEFAULT_PASSWORD, Simulator
+from fssim.load import CallRecord, LoadGenerator
+from fssim.simulator import DEFAULT_PASSWORD, Simulator
 
-log = logging.getLogger("rater.sim")
+log = logging.getLogger("fssim")
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -67,7 +67,7 @@ def _word_list(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The simulator's options (shared with `rater simulate`)."""
+    """The simulator's options."""
     parser.add_argument("--listen", type=_host_port, default=("127.0.0.1", 8021),
                         metavar="HOST:PORT", help="where to listen (port 0: any free port)")
     parser.add_argument("--password", default=None,
@@ -173,8 +173,8 @@ def write_report(path: Path, generator: LoadGenerator) -> None:
     tmp.replace(path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rater.sim", description=__doc__,
+def main(argv: list[str] | None = None, prog: str = "python -m fssim") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     parser.add_argument("--log-level", default="INFO")

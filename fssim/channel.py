@@ -1,4 +1,6 @@
-"""One simulated call leg: its state, its timers and the header values of its events.
+"""One simulated call leg: its state and its timers. What it does reaches the rest of the
+switch only through the `LegSink` it is given (the Simulator is one); the header values of
+its events are fssim.leg_values.
 
 The leg is an inbound SIP channel (FreeSWITCH's `Call-Direction` is `inbound` for both business
 directions) that the dialplan marks for rating and parks while ringing. The rater then either
@@ -10,22 +12,16 @@ from __future__ import annotations
 
 import enum
 import logging
-import random
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import gevent.event
-from gevent import get_hub
 
-from rater.sim import templates
-from rater.sim.causes import q850, str2cause
-from rater.sim.separate import separate
-
-if TYPE_CHECKING:
-    from rater.sim.simulator import Simulator
+from fssim.causes import str2cause
+from fssim.separate import c_atol, separate
+from fssim.timers import Timer, new_uuid, now_us
 
 log = logging.getLogger(__name__)
 
@@ -39,55 +35,26 @@ def _split_app(value: str) -> tuple[str, str]:
     return parts[0], parts[1] if len(parts) > 1 else ""
 
 
-def new_uuid() -> str:
-    """A random (version 4) uuid as text, at a fraction of uuid.uuid4()'s cost (one per
-    call and per transfer); not for secrets."""
-    n = _getrandbits(128) & _UUID_CLEAR | _UUID_SET
-    h = f"{n:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+class LegSink(Protocol):
+    """Where a leg's doings go: its events, its end, and the two services of the switch's
+    core it uses (the scheduler, for `sched_hangup` run on answer; the API, for
+    `api_on_answer`)."""
 
+    def leg_event(self, leg: Channel, name: str) -> None:
+        """Fire one of the leg's channel events (CHANNEL_PARK, ...) as the leg is now."""
 
-_getrandbits = random.getrandbits
-_UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))  # version and variant bits
-_UUID_SET = (0x4000 << 64) | (0x8000 << 48)       # version 4, RFC 4122 variant
+    def leg_hung_up(self, leg: Channel) -> None:
+        """The leg is hung up, before CHANNEL_HANGUP_COMPLETE: its scheduled tasks go, and
+        the switch writes its own record (mod_cdr_pg_csv's hook runs then)."""
 
+    def leg_done(self, leg: Channel) -> None:
+        """The leg's last event went out."""
 
-def now_us() -> int:
-    """Wall-clock microseconds since the epoch (FreeSWITCH's time unit)."""
-    return time.time_ns() // 1000
+    def schedule_hangup(self, runtime: int, uuid: str, cause: str) -> None:
+        """Add a hangup task for `runtime` (epoch seconds)."""
 
-
-def c_atol(text: str) -> int:
-    """C `atol`: optional sign and leading digits, 0 when there are none."""
-    m = re.match(r"\s*([+-]?\d+)", text)
-    return int(m.group(1)) if m else 0
-
-
-class Timer:
-    """A one-shot callback on the gevent loop: far lighter than a greenlet per pending timer.
-
-    The callback runs in the hub, so it must not block (firing events only queues bytes).
-    """
-
-    __slots__ = ("_watcher",)
-
-    def __init__(self, delay: float, callback: Callable[..., Any], *args: Any) -> None:
-        self._watcher: Any = get_hub().loop.timer(max(delay, 0.0))
-        self._watcher.start(self._run, callback, args)
-
-    def _run(self, callback: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self.cancel()
-        try:
-            callback(*args)
-        except Exception:
-            log.exception("simulator timer callback failed")
-
-    def cancel(self) -> None:
-        """Stop the timer; harmless when it already ran or was cancelled."""
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            watcher.stop()
-            watcher.close()
+    def api(self, command: str, arg: str | None) -> str:
+        """Run an API command."""
 
 
 class CallState(enum.StrEnum):
@@ -101,7 +68,7 @@ class CallState(enum.StrEnum):
 class Channel:
     """A simulated leg and the record of what happened to it (times in µs since the epoch)."""
 
-    sim: Simulator = field(repr=False)
+    sink: LegSink = field(repr=False)
     uuid: str
     destination: str
     account: str | None
@@ -138,7 +105,7 @@ class Channel:
     rdnis: str = ""
     callstate: str = "DOWN"
     _timers: dict[str, Timer] = field(default_factory=dict, repr=False)
-    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+    values_cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # --- what the rater reads back ------------------------------------------------------
 
@@ -194,14 +161,14 @@ class Channel:
         """CHANNEL_CREATE, then the dialplan's ring_ready + park: CHANNEL_PARK."""
         self.created_us = self.profile_created_us = now_us()
         self.dest = self.destination
-        self.sim.emit_channel_event(self, "CHANNEL_CREATE")
+        self.sink.leg_event(self, "CHANNEL_CREATE")
         self.progress_us = now_us()
         self.callstate = "RINGING"
         if self.answer_first:
             self.answered_us = now_us()
-            self.sim.emit_channel_event(self, "CHANNEL_ANSWER")
+            self.sink.leg_event(self, "CHANNEL_ANSWER")
             self.callstate = "ACTIVE"
-        self.sim.emit_channel_event(self, "CHANNEL_PARK")
+        self.sink.leg_event(self, "CHANNEL_PARK")
         # The caller gives up if nobody takes the call out of park.
         self._arm("give_up", self.park_timeout, self.hangup, "ORIGINATOR_CANCEL", "caller")
 
@@ -214,7 +181,7 @@ class Channel:
         self.late_vars.pop(name, None)
         if value is not None:
             self.late_vars[name] = value
-        self._cache.pop("vars", None)
+        self.values_cache.pop("vars", None)
 
     def transfer(self, dest: str, dialplan: str | None, context: str | None) -> None:
         """uuid_transfer: a new caller profile; a parked leg leaves park and rings. To the
@@ -228,11 +195,11 @@ class Channel:
         self._cancel("give_up")
         if self.answered_us:  # answered before it parked: it talks on, no ringing
             self.state = CallState.ANSWERED
-            self.sim.emit_channel_event(self, "CHANNEL_UNPARK")
+            self.sink.leg_event(self, "CHANNEL_UNPARK")
             self._arm("talk", self.duration, self.hangup, "NORMAL_CLEARING", "caller")
             return
         self.state = CallState.RINGING
-        self.sim.emit_channel_event(self, "CHANNEL_UNPARK")
+        self.sink.leg_event(self, "CHANNEL_UNPARK")
         if self.answer:
             self._arm("answer", self.answer_after, self.do_answer)
         else:
@@ -287,7 +254,7 @@ class Channel:
             return
         self.answered_us = now_us()
         self.state = CallState.ANSWERED
-        self.sim.emit_channel_event(self, "CHANNEL_ANSWER")
+        self.sink.leg_event(self, "CHANNEL_ANSWER")
         self.callstate = "ACTIVE"
         self._run_on_answer()
         if self.state is CallState.ANSWERED:
@@ -299,21 +266,18 @@ class Channel:
             return False
         was_parked = self.state is CallState.PARKED
         self.silence()
-        self.sim.scheduler.drop_group(self.uuid)
         self.hangup_us = now_us()
         self.cause = cause
         self.hangup_by = by
         self.state = CallState.HUNGUP
-        self.sim.emit_channel_event(self, "CHANNEL_HANGUP")
+        self.sink.leg_event(self, "CHANNEL_HANGUP")
         self.callstate = "HANGUP"
         if was_parked:
-            self.sim.emit_channel_event(self, "CHANNEL_UNPARK")
-        if self.sim.record_writer is not None:
-            self.sim.record_writer(self)
-        self.sim.emit_channel_event(self, "CHANNEL_HANGUP_COMPLETE")
-        if self.sim.emit_destroy:
-            self.sim.emit_channel_event(self, "CHANNEL_DESTROY")
-        self.sim.channel_done(self)
+            self.sink.leg_event(self, "CHANNEL_UNPARK")
+        self.sink.leg_hung_up(self)
+        self.sink.leg_event(self, "CHANNEL_HANGUP_COMPLETE")
+        self.sink.leg_event(self, "CHANNEL_DESTROY")
+        self.sink.leg_done(self)
         self.done.set()
         return True
 
@@ -348,7 +312,7 @@ class Channel:
             elif low.startswith("api_on_answer"):
                 self.executed_on_answer.append(value)
                 cmd, _, arg = self.expand(value).partition(" ")
-                self.sim.api.execute(cmd, arg or None)
+                self.sink.api(cmd, arg or None)
             if self.state is CallState.HUNGUP:
                 return
 
@@ -372,97 +336,4 @@ class Channel:
             # on answer it runs in the same instant as the answer: count from its second
             now_s = (self.answered_us or now_us()) // 1_000_000
         when = now_s + sec if argv[0].startswith("+") else c_atol(argv[0])
-        self.sim.scheduler.schedule_hangup(when, self.uuid, cause)
-
-    # --- header values -----------------------------------------------------------------------
-
-    def context_values(self, timing: bool = False) -> dict[str, Any]:
-        """Slot values of this leg's channel events, as of now (with the hangup-time
-        variables once hung up, or when `timing` asks for them anyway)."""
-        cache = self._cache
-        hung = self.state is CallState.HUNGUP
-        answer_state = "hangup" if hung else ("answered" if self.answered_us else "ringing")
-        if "vars" not in cache:
-            cache["vars"] = (
-                tuple((f"variable_{k}", v) for k, v in self.dialplan_vars.items()),
-                tuple((f"variable_{k}", v) for k, v in self.late_vars.items()),
-            )
-        dp_vars, late = cache["vars"]
-        if "rfc2822" not in cache:
-            cache["rfc2822"] = templates.rfc2822_date(self.created_us // 1_000_000)
-        values: dict[str, Any] = {
-            "uuid": self.uuid,
-            "caller": self.caller,
-            "dest": self.dest,
-            "dialplan": self.dialplan,
-            "context": self.context,
-            "profile_index": str(self.profile_index),
-            "profile_created_us": str(self.profile_created_us),
-            "created_us": str(self.created_us),
-            "answered_us": str(self.answered_us),
-            "progress_us": str(self.progress_us),
-            "progress_media_us": str(self.answered_us),
-            "hangup_us": str(self.hangup_us),
-            "callstate": self.callstate,
-            "answer_state": answer_state,
-            "cause_line": (("Hangup-Cause", self.cause),) if hung else (),
-            "cause": self.cause or "",
-            "q850": str(q850(self.cause)) if self.cause else "",
-            "session_id": str(self.session_id),
-            "rfc2822_date": cache["rfc2822"],
-            "dp_match": f"ARRAY::{self.dest}|:{self.dest}",
-            "dialplan_vars": dp_vars,
-            "late_vars": late,
-            "transfer_source": (
-                (("Caller-Transfer-Source", self.transfer_source),) if self.transfer_source
-                else ()
-            ),
-            "rdnis": (("Caller-RDNIS", self.rdnis),) if self.rdnis else (),
-            "remote_hangup": hung and self.hangup_by == "caller",
-        }
-        if hung:
-            if "timing" not in cache:
-                cache["timing"] = self._timing_values()
-            values.update(cache["timing"])
-        elif timing:
-            values.update(self._timing_values())
-        return values
-
-    def _timing_values(self) -> dict[str, Any]:
-        """switch_channel_set_timestamps: epochs, *_stamp and the duration/bill variables
-        (seconds and milliseconds are differences of truncated epochs, like FreeSWITCH)."""
-        created, answered, hung = self.created_us, self.answered_us, self.hangup_us
-        progress, media, prof = self.progress_us, self.answered_us, self.profile_created_us
-
-        def diffs(name: str, since: int, until: int) -> dict[str, str]:
-            if not since or not until:
-                s = ms = us = 0
-            else:
-                s = until // 1_000_000 - since // 1_000_000
-                ms = until // 1000 - since // 1000
-                us = until - since
-            return {f"v_{name}sec": str(s), f"v_{name}msec": str(ms), f"v_{name}usec": str(us)}
-
-        values: dict[str, Any] = {}
-        for name, t in (("start", created), ("profile_start", prof), ("answer", answered),
-                        ("bridge", 0), ("progress", progress), ("progress_media", media),
-                        ("end", hung)):
-            values[f"v_{name}_epoch"] = str(t // 1_000_000)
-            values[f"v_{name}_uepoch"] = str(t)
-        stamps = [("variable_start_stamp", created), ("variable_profile_start_stamp", prof),
-                  ("variable_answer_stamp", answered), ("variable_progress_stamp", progress),
-                  ("variable_progress_media_stamp", media), ("variable_end_stamp", hung)]
-        values["stamps"] = tuple((n, templates.stamp(t // 1_000_000)) for n, t in stamps if t)
-        values.update({
-            "v_duration": str(hung // 1_000_000 - created // 1_000_000),
-            "v_mduration": str(hung // 1000 - created // 1000),
-            "v_uduration": str(hung - created),
-        })
-        values.update(diffs("bill", answered, hung))
-        values.update(diffs("progress", created if progress else 0, progress))
-        values.update(diffs("answer", created if answered else 0, answered))
-        values.update(diffs("wait", 0, 0))
-        values.update(diffs("progress_media", created if media else 0, media))
-        values.update(diffs("flow_bill", created if answered else 0, hung))
-        return values
-
+        self.sink.schedule_hangup(when, self.uuid, cause)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 
-from rater.esl import frames
-from rater.esl.names import ContentType, EventFormat, Header
+from fssim.wire import CONTENT_LENGTH, frame
+
+JSON_BODY = "_body"  # the body of a text/event-json event
 
 # What switch_url_encode() escapes, besides control and non-ASCII bytes.
 _URL_UNSAFE = frozenset(b'\r\n "#%&+:;<=>?@[\\]^`{|}')
@@ -33,11 +34,11 @@ def encode_plain_event(
     lines = [
         f"{k}: {url_encode(v)}\n"
         for k, v in items
-        if not (payload and k == Header.CONTENT_LENGTH)
+        if not (payload and k == CONTENT_LENGTH)
     ]
     text = "".join(lines).encode("utf-8")
     if payload:
-        return text + b"%s: %d\n\n" % (Header.CONTENT_LENGTH.encode(), len(payload)) + payload
+        return text + b"%s: %d\n\n" % (CONTENT_LENGTH.encode(), len(payload)) + payload
     return text + b"\n"
 
 
@@ -47,9 +48,9 @@ def encode_json_event(
     """The body of a text/event-json frame (duplicate names kept, as FreeSWITCH does)."""
     items = list(headers.items() if isinstance(headers, Mapping) else headers)
     if body is not None:
-        items = [(k, v) for k, v in items if k != Header.CONTENT_LENGTH]
-        items.append((Header.CONTENT_LENGTH, str(len(body.encode("utf-8")))))
-        items.append((Header.JSON_BODY, body))
+        items = [(k, v) for k, v in items if k != CONTENT_LENGTH]
+        items.append((CONTENT_LENGTH, str(len(body.encode("utf-8")))))
+        items.append((JSON_BODY, body))
     inner = ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in items)
     return ("{" + inner + "}").encode("utf-8")
 
@@ -57,17 +58,17 @@ def encode_json_event(
 def event_frame(
     headers: Mapping[str, str] | Iterable[tuple[str, str]],
     body: bytes | str = b"",
-    event_format: str = EventFormat.PLAIN,
+    event_format: str = "plain",
 ) -> bytes:
     """A whole event frame, ready to send."""
-    if event_format == EventFormat.JSON:
+    if event_format == "json":
         text = body.decode("utf-8") if isinstance(body, bytes) else body
         payload = encode_json_event(headers, text or None)
-        content_type = ContentType.EVENT_JSON
+        content_type = "text/event-json"
     else:
         payload = encode_plain_event(headers, body)
-        content_type = ContentType.EVENT_PLAIN
-    return frames.build_frame(
-        [(Header.CONTENT_LENGTH, str(len(payload))), (Header.CONTENT_TYPE, content_type)],
+        content_type = "text/event-plain"
+    return frame(
+        [(CONTENT_LENGTH, str(len(payload))), ("Content-Type", content_type)],
         payload,
     )

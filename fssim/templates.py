@@ -10,16 +10,14 @@ rendering joins the pre-encoded pieces with the encoded slot values.
 
 from __future__ import annotations
 
-import json
 import operator
-import re
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
-from rater.sim import captured
+from fssim import captured
+from fssim.encoding import json_lines, json_string, json_value, plain_lines, url_encode
 
 VALUE = 0  # a slot inside a header value (a token such as the caller number)
 LINES = 1  # zero or more whole headers
@@ -132,171 +130,6 @@ REPEATED_LINES = {"Hangup-Cause": "cause_line"}
 # Lines slots inserted after a header when the template does not carry them (a profile that
 # was never transferred has no Caller-Transfer-Source / Caller-RDNIS).
 _INSERT_AFTER = {"Caller-Source": "transfer_source", "Caller-Context": "rdnis"}
-
-
-# --- encoding ----------------------------------------------------------------------------
-
-# switch_url_encode: SWITCH_URL_UNSAFE, control characters and non-ASCII bytes become %XX.
-_URL_UNSAFE = "\r\n #%&+:;<=>?@[\\]^`{|}\""
-_URL_TABLE = {c: f"%{c:02X}" for c in range(0x80) if c < 0x20 or c == 0x7F or chr(c) in _URL_UNSAFE}
-_URL_NEEDS = re.compile("[^\x21-\x7e]|[" + re.escape(_URL_UNSAFE) + "]")
-_JSON_NEEDS = re.compile(r'["\\\x00-\x1f]')
-# Encoded forms of recurring values (callers, destinations, dates) and of whole header-line
-# blocks (a call's variables render in every event of the call): bounded, cleared when full.
-_URL_MEMO: dict[str, str] = {}
-_PLAIN_LINES_MEMO: dict[tuple[tuple[str, str], ...], str] = {}
-_JSON_LINES_MEMO: dict[tuple[tuple[str, str], ...], str] = {}
-
-
-def _memo_put(memo: dict[Any, str], key: Any, value: str) -> str:
-    if len(memo) > 8192:
-        memo.clear()
-    memo[key] = value
-    return value
-
-
-def plain_lines(lines: Sequence[tuple[str, str]]) -> str:
-    """`Name: value\n` lines, url-encoded (memoized per tuple of lines: first by the
-    tuple's identity, which a channel's cached variables keep between its events and
-    which costs no hashing of every line, then by value)."""
-    if not lines:
-        return ""
-    known = _PLAIN_LINES_BY_ID.get(id(lines))
-    if known is not None and known[0] is lines:
-        return known[1]
-    key = lines if isinstance(lines, tuple) else tuple(lines)
-    text = _PLAIN_LINES_MEMO.get(key)
-    if text is None:
-        text = _memo_put(_PLAIN_LINES_MEMO, key,
-                         "".join(f"{n}: {url_encode(v)}\n" for n, v in key))
-    if key is lines:  # the entry holds the tuple, so its id cannot be reused meanwhile
-        if len(_PLAIN_LINES_BY_ID) > 8192:
-            _PLAIN_LINES_BY_ID.clear()
-        _PLAIN_LINES_BY_ID[id(lines)] = (lines, text)
-    return text
-
-
-_PLAIN_LINES_BY_ID: dict[int, tuple[tuple[tuple[str, str], ...], str]] = {}
-
-
-def json_lines(lines: Sequence[tuple[str, str]]) -> str:
-    """`"Name":value,` members (memoized per tuple of lines)."""
-    if not lines:
-        return ""
-    key = lines if isinstance(lines, tuple) else tuple(lines)
-    text = _JSON_LINES_MEMO.get(key)
-    if text is None:
-        text = _memo_put(_JSON_LINES_MEMO, key,
-                         "".join(f'"{json_string(n)}":{json_value(v)},' for n, v in key))
-    return text
-
-
-def url_encode(value: str) -> str:
-    """Encode a header value the way FreeSWITCH serializes plain events."""
-    if value.isalnum() and value.isascii():  # digits and letters never need it (callers)
-        return value
-    encoded = _URL_MEMO.get(value)
-    if encoded is not None:
-        return encoded
-    if _URL_NEEDS.search(value) is None:
-        encoded = value
-    else:
-        if value.isascii():
-            encoded = value.translate(_URL_TABLE)
-        else:
-            encoded = "".join(
-                chr(b).translate(_URL_TABLE) if b < 0x80 else f"%{b:02X}" for b in value.encode()
-            )
-    if len(_URL_MEMO) > 8192:
-        _URL_MEMO.clear()
-    _URL_MEMO[value] = encoded
-    return encoded
-
-
-def json_string(value: str) -> str:
-    """The inside of a JSON string literal, escaped like cJSON (non-ASCII kept as UTF-8)."""
-    if _JSON_NEEDS.search(value) is None:
-        return value
-    return json.dumps(value, ensure_ascii=False)[1:-1]
-
-
-def json_value(value: str) -> str:
-    """A JSON member value: FreeSWITCH renders `ARRAY::a|:b` variables as arrays."""
-    if value.startswith("ARRAY::"):
-        items = value[7:].split("|:")
-        return "[" + ",".join(f'"{json_string(i)}"' for i in items) + "]"
-    return f'"{json_string(value)}"'
-
-
-# --- dates -------------------------------------------------------------------------------
-
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-def stamp(epoch: int) -> str:
-    """`2026-11-23 17:19:50`: Event-Date-Local and the *_stamp variables (local time)."""
-    text = _STAMPS.get(epoch)
-    if text is None:
-        t = time.localtime(epoch)
-        text = (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d} "
-                f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}")
-        if len(_STAMPS) > 256:
-            _STAMPS.clear()
-        _STAMPS[epoch] = text
-    return text
-
-
-_STAMPS: dict[int, str] = {}
-
-
-def gmt_date(epoch: int) -> str:
-    """`Mon, 23 Nov 2026 17:19:50 GMT`: Event-Date-GMT."""
-    t = time.gmtime(epoch)
-    return (f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
-            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT")
-
-
-def rfc2822_date(epoch: int) -> str:
-    """`Mon, 23 Nov 2026 17:19:50 +0000`: variable_RFC2822_DATE (local time)."""
-    text = _RFC2822.get(epoch)
-    if text is None:
-        if len(_RFC2822) > 256:
-            _RFC2822.clear()
-        text = _RFC2822[epoch] = _rfc2822_date(epoch)
-    return text
-
-
-_RFC2822: dict[int, str] = {}
-
-
-def _rfc2822_date(epoch: int) -> str:
-    t = time.localtime(epoch)
-    off = t.tm_gmtoff // 60
-    sign = "+" if off >= 0 else "-"
-    return (f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
-            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} "
-            f"{sign}{abs(off) // 60:02d}{abs(off) % 60:02d}")
-
-
-class EventClock:
-    """Event-Date-* values for a microsecond timestamp, cached per second."""
-
-    __slots__ = ("_gmt", "_local", "_second")
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._local = ""
-        self._gmt = ""
-
-    def fields(self, now_us: int) -> tuple[str, str, str]:
-        """(Event-Date-Local, Event-Date-GMT, Event-Date-Timestamp)."""
-        second = now_us // 1_000_000
-        if second != self._second:
-            self._second = second
-            self._local = stamp(second)
-            self._gmt = gmt_date(second)
-        return self._local, self._gmt, str(now_us)
 
 
 # --- templates ---------------------------------------------------------------------------

@@ -11,13 +11,10 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from rater.sim.channel import Timer
-
-if TYPE_CHECKING:
-    from rater.sim.simulator import Simulator
+from fssim.timers import Timer
 
 TASK_DESC = "switch_ivr_schedule_hangup"
 
@@ -32,10 +29,16 @@ class HangupTask:
 
 
 class Scheduler:
-    """Hangup tasks by id and by group (uuid); several tasks per uuid may coexist."""
+    """Hangup tasks by id and by group (uuid); several tasks per uuid may coexist.
 
-    def __init__(self, sim: Simulator, phase: float | None = None) -> None:
-        self.sim = sim
+    A due task calls `hangup(uuid, cause)`; adding and removing one calls
+    `announce(ADD_SCHEDULE | DEL_SCHEDULE, task)`, which fires the event.
+    """
+
+    def __init__(self, hangup: Callable[[str, str], None],
+                 announce: Callable[[str, HangupTask], None], phase: float | None = None) -> None:
+        self._hangup = hangup
+        self._announce = announce
         self.phase = (time.time() % 1.0) if phase is None else phase % 1.0
         self._ids = itertools.count(3)  # 1 and 2 are FreeSWITCH's heartbeat and check_ip
         self.tasks: dict[int, HangupTask] = {}
@@ -51,7 +54,7 @@ class Scheduler:
         if fire_at <= now:
             fire_at = math.floor(now - self.phase) + 1 + self.phase
         task.timer = Timer(fire_at - now, self._run, task)
-        self.sim.emit_task_event("ADD_SCHEDULE", task)
+        self._announce("ADD_SCHEDULE", task)
         return task
 
     def pending(self, uuid: str) -> list[HangupTask]:
@@ -101,12 +104,10 @@ class Scheduler:
         if task.timer is not None:
             task.timer.cancel()
         if announce:
-            self.sim.emit_task_event("DEL_SCHEDULE", task)
+            self._announce("DEL_SCHEDULE", task)
 
     def _run(self, task: HangupTask) -> None:
         if not self._forget(task):
             return
-        channel = self.sim.live.get(task.group)
-        if channel is not None:
-            channel.hangup(task.cause)
-        self.sim.emit_task_event("DEL_SCHEDULE", task)
+        self._hangup(task.group, task.cause)
+        self._announce("DEL_SCHEDULE", task)
