@@ -1,7 +1,8 @@
 """`rater quote`: the decision the daemon would take for a call now, explained per level.
 
-It reads the live balances and buckets but changes nothing. The arithmetic is the same as the
-ledger scripts' (rater.rating.tariff; tests check Lua and Python agree).
+The decision is authorize.lua's own, run dry: the same checks in the same order on the live
+balances and buckets, nothing written; the script also answers each level's figures and
+what the quoted duration would cost it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import Any
 from rater.ledger.client import Ledger
 from rater.rating.chain import Refusal, resolve_leg
 from rater.rating.snapshot import Snapshot
-from rater.rating.tariff import first_block_seconds, leg_cost, max_billed_seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,45 +71,32 @@ def quote(
     if isinstance(plan, Refusal):
         return Quote(False, plan.reason, plan.account, 0, duration, direction, destination,
                      detail=plan.detail)
+    dry = ledger.authorize_dry_run(plan, cap_seconds=cap_seconds, billed_seconds=duration)
+    decision = dry.decision
+    reason, refused_by = decision.reason, decision.account
+    figures = [f for f in dry.levels if f is not None]
+    if len(figures) < len(plan.levels):
+        missing = next(lv.account for lv, f in zip(plan.levels, dry.levels, strict=True)
+                       if f is None)
+        return Quote(False, reason, refused_by, 0, duration, direction, plan.destination,
+                     detail=f"account {missing} is not in Redis (run `loader sync`)")
     levels: list[LevelQuote] = []
-    reason = refused_by = None
-    max_seconds = cap_seconds
-    for lv in plan.levels:
-        state = ledger.account_state(plan.tag, lv.account)
-        if state is None:
-            return Quote(False, "unknown_account", lv.account, 0, duration, direction,
-                         plan.destination, detail=f"account {lv.account} is not in Redis "
-                         "(run `loader sync`)")
+    for lv, f in zip(plan.levels, figures, strict=True):
         packages = []
-        for b in lv.buckets:
-            bucket = ledger.bucket_state(plan.tag, b.order_id)
-            left = 0 if bucket is None else max(0, bucket.seconds_left - bucket.seconds_held)
+        for b, left in zip(lv.buckets, f.seconds_left, strict=True):
             product = snapshot.product(b.product_id)
             packages.append(PackageQuote(b.order_id, product.name if product else "", left))
-        free = sum(p.seconds_left for p in packages)
-        funds = state.balance_micros - state.held_micros - lv.floor_micros
         t = lv.tariff
-        level_max = max_billed_seconds(t, funds, free, cap_seconds)
-        cost = leg_cost(t, duration, free)
-        if reason is None:
-            if lv.max_channels and state.live_legs >= lv.max_channels:
-                reason, refused_by = "max_channels", lv.account
-            elif not t.costs_nothing and level_max < first_block_seconds(t):
-                reason, refused_by = "insufficient_funds", lv.account
-        max_seconds = min(max_seconds, level_max)
         levels.append(LevelQuote(
             account=lv.account, rate_group=lv.rate_group, prefix=lv.prefix,
             destination_name=lv.destination_name, price_per_min_micros=t.price_per_min_micros,
             connect_fee_micros=t.connect_fee_micros, markup_bp=t.markup_bp,
             included_seconds=t.included_seconds, init_inc=t.init_inc, inc=t.inc,
-            balance_micros=state.balance_micros, held_micros=state.held_micros,
-            floor_micros=lv.floor_micros, live_legs=state.live_legs,
-            max_channels=lv.max_channels, packages=packages, max_seconds=level_max,
-            charged_seconds=cost.charged_seconds, free_seconds=cost.free_seconds,
-            cost_micros=cost.cost_micros,
+            balance_micros=f.balance_micros, held_micros=f.held_micros,
+            floor_micros=lv.floor_micros, live_legs=f.live_legs,
+            max_channels=lv.max_channels, packages=packages, max_seconds=f.max_seconds,
+            charged_seconds=f.charged_seconds, free_seconds=f.free_seconds,
+            cost_micros=f.cost_micros,
         ))
-    allowed = reason is None and max_seconds > 0
-    if reason is None and not allowed:
-        reason, refused_by = "insufficient_funds", plan.account
-    return Quote(allowed, reason, refused_by, max_seconds if allowed else 0, duration,
+    return Quote(decision.allowed, reason, refused_by, decision.max_seconds, duration,
                  direction, plan.destination, levels)

@@ -13,8 +13,10 @@ from hypothesis import strategies as st
 
 from rater.ledger.client import BucketOp, Entry, Ledger
 from rater.ledger.keys import KeySpace
+from rater.ledger.replies import Authorization, LevelFigures
 from rater.rating.chain import BucketRef, LegPlan, LevelPlan
 from rater.rating.tariff import Tariff, leg_cost, max_billed_seconds
+from tests import golden_vectors
 
 KS = KeySpace(prefix="rt", shards=4)
 CUSTOMER, R2, R1 = "2000000001", "1000000002", "1000000001"
@@ -434,6 +436,58 @@ def test_lua_math_matches_the_python_tariff(redis_url, price, connect, incl, ini
     ledger.reserve(keys, 1, min(billed, auth.max_seconds))
     settled = ledger.commit(keys, "h", billed)
     assert settled.total_cost_micros == leg_cost(t, billed, free).cost_micros
+
+
+@pytest.mark.also_on_cluster
+@pytest.mark.parametrize("case", golden_vectors.cases(), ids=golden_vectors.ids())
+def test_golden_decisions_through_redis(redis_url: str, case: golden_vectors.Case):
+    """tests/golden/decisions.json through authorize.lua: its dry run (what `rater quote`
+    shows) writes nothing and answers the decision with each level's figures; the real run
+    answers the same decision; an allowed leg then costs each level what the vector says."""
+    client = redis.Redis.from_url(redis_url)
+    led = Ledger(client, KS, leg_ttl_seconds=3600)
+    levels = []
+    for i, lv in enumerate(case.levels):
+        account = f"300000000{i}"
+        if lv.balance is not None:
+            client.hset(KS.account(TAG, account), mapping={
+                "bal": lv.balance, "held": lv.held, "ch": lv.live_legs})
+        refs = []
+        for j, b in enumerate(lv.buckets):
+            order = f"ord-{i}-{j}"
+            client.hset(KS.bucket(TAG, order), mapping={
+                "left": b.left, "held": b.held, "period": 0, "cap": b.left})
+            refs.append(bucket(order, b.left))
+        levels.append(LevelPlan(account, f"rg-{i}", "44", "UK", lv.tariff, lv.floor,
+                                lv.max_channels, tuple(refs)))
+    p = plan(*levels)
+    expected = case.decision
+    if expected["allowed"]:
+        decision = Authorization(True, max_seconds=expected["max_seconds"])
+    else:
+        decision = Authorization(False, reason=expected["reason"],
+                                 account=levels[expected["level"]].account)
+
+    before = {k: client.dump(k) for k in client.scan_iter("rt:*")}
+    dry = led.authorize_dry_run(p, cap_seconds=case.cap, billed_seconds=case.billed)
+    assert {k: client.dump(k) for k in client.scan_iter("rt:*")} == before  # nothing written
+    assert dry.decision == decision
+    for lv, figures in zip(case.levels, dry.levels, strict=True):
+        if lv.balance is None:
+            assert figures is None
+            continue
+        assert figures == LevelFigures(
+            lv.balance, lv.held, lv.live_legs, lv.expect["max_seconds"],
+            lv.expect["charged"], lv.expect["free"], lv.expect["cost"],
+            tuple(b.free for b in lv.buckets))
+
+    assert led.authorize("g", p, cap_seconds=case.cap) == decision
+    if decision.allowed:
+        keys = led.leg_keys("g", p)
+        led.reserve(keys, 1, min(case.billed, decision.max_seconds))
+        settled = led.commit(keys, "g", case.billed)
+        assert settled.level_costs == tuple(lv.expect["cost"] for lv in case.levels)
+    client.close()
 
 
 def test_leg_record_lets_a_restarted_daemon_adopt_the_leg(ledger: Ledger):

@@ -26,6 +26,7 @@ from rater.rating.tariff import (
     paid_cost,
     paid_cost_parts,
 )
+from tests import golden_vectors
 
 # DESIGN §4 worked example: 0.10/min, connect 0.05, init_inc 30, inc 6.
 WORKED = Tariff(price_per_min_micros=100_000, connect_fee_micros=50_000, init_inc=30, inc=6)
@@ -174,33 +175,23 @@ def test_leg_cost_with_included_seconds_and_markup() -> None:
 
 # --- authorization ----------------------------------------------------------------------
 
-@pytest.mark.parametrize(
-    ("funds", "free", "cap", "expected"),
-    [
-        # 160000 = connect 50000 + 110000 = 66 s at 1666.67/s; s(66) = 66, s(67) = 72 > 66
-        (160_000, 0, 3_600, 66),
-        # 159999: 109999 buys 65 s (108333); s(60)=60 <= 65, s(61) = 66 > 65
-        (159_999, 0, 3_600, 60),
-        # 100000 = 50000 + 30 s (50000): exactly the first block; s(31) = 36 > 30
-        (100_000, 0, 3_600, 30),
-        # 99999: 49999 buys 29 s, short of the 30 s first block -> nothing billable
-        (99_999, 0, 3_600, 0),
-        # below the connect fee: no paid second at all
-        (49_999, 0, 3_600, 0),
-        # money-less but 45 package seconds: s(42) = 42 <= 45, s(43) = 48 > 45
-        (0, 45, 3_600, 42),
-        # overdrawn accounts may still use package seconds (cost 0 fits)
-        (-5, 30, 3_600, 30),
-        # 30 package s + 100000 money (30 more paid s): 60; s(61) = 66 needs 36 paid
-        (100_000, 30, 3_600, 60),
-        # the cap wins
-        (10**12, 0, 3_600, 3_600),
-        (160_000, 0, 50, 50),
-        (160_000, 0, 0, 0),
-    ],
-)
-def test_max_billed_seconds_table(funds: int, free: int, cap: int, expected: int) -> None:
-    assert max_billed_seconds(WORKED, funds, free, cap) == expected
+@pytest.mark.parametrize("case", golden_vectors.cases(), ids=golden_vectors.ids())
+def test_golden_decisions_level_by_level(case: golden_vectors.Case) -> None:
+    """tests/golden/decisions.json, each level on its own: what it affords (capped), whether
+    that covers its first charged block, and what the billed seconds cost it. The order in
+    which levels refuse is authorize.lua's alone (test_ledger.py runs the same vectors)."""
+    for lv in case.levels:
+        if lv.balance is None:
+            continue
+        t = lv.tariff
+        uncapped = max_billed_seconds(t, lv.funds, lv.free, 10**12)
+        cost = leg_cost(t, case.billed, lv.free)
+        assert {
+            "max_seconds": max_billed_seconds(t, lv.funds, lv.free, case.cap),
+            "enough_for_first_block": t.costs_nothing or uncapped >= first_block_seconds(t),
+            "charged": cost.charged_seconds, "free": cost.free_seconds,
+            "cost": cost.cost_micros,
+        } == lv.expect
 
 
 def test_max_billed_seconds_of_free_and_connect_only_tariffs() -> None:

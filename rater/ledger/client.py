@@ -9,6 +9,9 @@ a restarted daemon) returns that result and changes nothing.
     commit     final charge from the billed duration; CDR + ledger entries to the outbox.
     release    commit of a leg that never answered (0 billed seconds).
     apply      top-ups, adjustments, package charges and refunds, with bucket changes.
+
+What the scripts answer becomes a typed result in rater/ledger/replies.py; what they store
+and the order of their arguments are named in rater/ledger/fields.py.
 """
 
 from __future__ import annotations
@@ -27,43 +30,19 @@ from redis.retry import Retry
 from rater.clock import Clock, SystemClock
 from rater.errors import LedgerBusy, LedgerError
 from rater.ledger.keys import KeySpace
+from rater.ledger.replies import (
+    ApplyResult,
+    Authorization,
+    DryRun,
+    Reservation,
+    Settlement,
+    parse,
+    parse_dry_run,
+)
 from rater.ledger.scripts import register_scripts
 from rater.money import div_half_up
 from rater.rating.chain import LegPlan
 from rater.rating.tariff import Tariff, paid_cost_parts
-
-
-@dataclass(frozen=True, slots=True)
-class Authorization:
-    allowed: bool
-    max_seconds: int = 0
-    reason: str | None = None     # insufficient_funds, max_channels, unknown_account
-    account: str | None = None    # the level that refused
-
-
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    status: str                   # ok | short (less than asked) | refused (nothing more)
-    granted_seconds: int          # billed seconds covered by holds so far
-    reason: str | None = None
-    account: str | None = None
-
-    @property
-    def complete(self) -> bool:
-        return self.status == "ok"
-
-
-@dataclass(frozen=True, slots=True)
-class Settlement:
-    ok: bool
-    billed_seconds: int = 0
-    level_costs: tuple[int, ...] = ()  # what each level paid, customer first
-    reason: str | None = None          # unknown_leg, leg_committed ...
-
-    @property
-    def total_cost_micros(self) -> int:
-        """What the customer (level 0) paid."""
-        return self.level_costs[0] if self.level_costs else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,13 +65,6 @@ class BucketOp:
     order_id: str
     period_no: int = 0
     cap_seconds: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class ApplyResult:
-    ok: bool
-    reason: str | None = None
-    account: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +105,11 @@ class BucketState:
             return self.cap_seconds
         spent = self.cap_seconds - self.seconds_left + self.seconds_held
         return min(max(spent, 0), self.cap_seconds)
+
+
+# The uuid of a dry run's leg key: never read or written, it only puts the script in the
+# tree's slot (a cluster routes a script by its first key).
+_DRY_RUN_UUID = "dry-run"
 
 
 def effective_price_per_min(t: Tariff) -> int:
@@ -195,6 +172,25 @@ class Ledger:
         created_usec: int = 0,
     ) -> Authorization:
         """Max billed seconds the whole chain can pay for (capped), or the refusal."""
+        args = self._authorize_args(uuid, plan, cap_seconds, caller, node)
+        args.append(created_usec)
+        return parse("authorize", self._run("authorize", self.leg_keys(uuid, plan), args))
+
+    def authorize_dry_run(
+        self, plan: LegPlan, *, cap_seconds: int, billed_seconds: int,
+    ) -> DryRun:
+        """authorize's decision for `plan` now, with nothing written (no leg, no channel),
+        and per level the figures it was taken from and what `billed_seconds` would cost
+        (`rater quote`)."""
+        args = self._authorize_args(_DRY_RUN_UUID, plan, cap_seconds, "", "")
+        args += [0, max(0, billed_seconds)]
+        return parse_dry_run(
+            self._run("authorize", self.leg_keys(_DRY_RUN_UUID, plan), args))
+
+    def _authorize_args(
+        self, uuid: str, plan: LegPlan, cap_seconds: int, caller: str, node: str,
+    ) -> list[Any]:
+        """authorize's ARGV up to its tail (fields.py: AUTHORIZE_ARGV, AUTHORIZE_LEVEL_ARGV)."""
         args: list[Any] = [
             "o:a", self._now_usec(), cap_seconds, uuid, plan.account, plan.direction,
             plan.destination, caller, node, len(plan.levels),
@@ -209,11 +205,7 @@ class Ledger:
             ]
             for b in lv.buckets:
                 args += [b.order_id, b.period_no]
-        args.append(created_usec)
-        words = self._run("authorize", self.leg_keys(uuid, plan), args).split()
-        if words[0] == "ok":
-            return Authorization(True, max_seconds=int(words[1]))
-        return Authorization(False, reason=words[1], account=_at(words, 2))
+        return args
 
     def reserve(
         self, keys: Sequence[str], seq: int, target_seconds: int, answered_usec: int = 0
@@ -221,10 +213,7 @@ class Ledger:
         """Hold money and package seconds for billed seconds up to `target_seconds`.
         `seq` numbers the leg's reservations (1, 2, ...): the operation id."""
         args = [f"o:r:{seq}", target_seconds, answered_usec, seq]
-        words = self._run("reserve", keys, args).split()
-        if words[0] == "refused":
-            return Reservation("refused", int(words[1]), reason=words[2], account=_at(words, 3))
-        return Reservation(words[0], int(words[1]), reason=_at(words, 2), account=_at(words, 3))
+        return parse("reserve", self._run("reserve", keys, args))
 
     def commit(
         self,
@@ -245,10 +234,7 @@ class Ledger:
             "o:c", billed_seconds, self._now_usec(), hangup_cause, created_usec, answered_usec,
             hangup_usec, settlement, self.leg_ttl, uuid,
         ]
-        words = self._run("commit", keys, args).split()
-        if words[0] == "ok":
-            return Settlement(True, int(words[1]), tuple(int(w) for w in words[2:]))
-        return Settlement(False, reason=words[1])
+        return parse("commit", self._run("commit", keys, args))
 
     def release(
         self, keys: Sequence[str], uuid: str, *, hangup_cause: str = "", created_usec: int = 0,
@@ -287,10 +273,7 @@ class Ledger:
                 raise LedgerError(f"bucket {b.order_id}: unknown action {b.action!r}")
             args += [b.action, b.order_id, b.period_no, b.cap_seconds]
         args.append("" if extra is None else json.dumps(extra, separators=(",", ":")))
-        words = self._run("apply", keys, args).split()
-        if words[0] == "ok":
-            return ApplyResult(True)
-        return ApplyResult(False, reason=words[1], account=_at(words, 2))
+        return parse("apply", self._run("apply", keys, args))
 
     # --- reads ------------------------------------------------------------------------
 
@@ -333,7 +316,7 @@ class Ledger:
 
     # --- internals ----------------------------------------------------------------------
 
-    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> str:
+    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         script = self._scripts[name]
         try:
             try:
@@ -347,7 +330,7 @@ class Ledger:
             if str(exc).startswith(_BUSY_PREFIXES):
                 raise LedgerBusy(f"ledger script {name}: Redis cannot run it now: {exc}") from exc
             raise LedgerError(f"ledger script {name} failed: {exc}") from exc
-        return _text(result)
+        return result
 
     def _now_usec(self) -> int:
         return int(self.clock.now() * 1_000_000)
@@ -482,6 +465,3 @@ def _no_op(_error: Exception) -> None:
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
-
-def _at(words: list[str], i: int) -> str | None:
-    return words[i] if len(words) > i else None

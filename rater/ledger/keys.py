@@ -17,6 +17,9 @@ not one per tree.
     <p>:meta                 hash  shards (checked at start-up)
     <p>:snapshot:current     string  version of the published rating snapshot
     <p>:snapshot:v<N>        string  the snapshot itself
+
+Each hash field, what the leg's packed plan holds, and the scripts' ARGV in order, named:
+rater/ledger/fields.py.
 """
 
 from __future__ import annotations

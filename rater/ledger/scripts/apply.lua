@@ -1,14 +1,16 @@
 -- apply: a money operation over a chain (top-up, adjustment, package charge or refund),
 -- all or nothing, exactly once per op id, with optional package bucket changes.
 -- KEYS: ops, outbox, account 1..n, bucket 1..m
--- ARGV: op id, now_usec, allow_below_floor (0|1), n,
+-- ARGV: named in rater/ledger/fields.py (APPLY_ARGV): op_id, now_usec, allow_below_floor
+--       (0|1), n_entries,
 --       n x (account floor amount entry_id kind ref),
 --       m, m x (action order period cap)   action: open | renew | close
 --       extra (raw JSON value carried to the flusher, or '')
-local prev = redis.call('HGET', KEYS[1], ARGV[1])
+local op_id, now_usec, allow_below_floor, n_entries = unpack(ARGV, 1, 4)
+local prev = redis.call('HGET', KEYS[1], op_id)
 if prev then return prev end
-local allow = ARGV[3] == '1'
-local n = tonumber(ARGV[4])
+local allow = allow_below_floor == '1'
+local n = tonumber(n_entries)
 local entries, i = {}, 5
 local delta = {}
 for e = 1, n do
@@ -60,11 +62,11 @@ for _, B in ipairs(bops) do
     end
   end
 end
-local entry = '{"op":"money","id":' .. jstr(ARGV[1]) .. ',"at":' .. int(num(ARGV[2])) ..
+local entry = '{"op":"money","id":' .. jstr(op_id) .. ',"at":' .. int(num(now_usec)) ..
   ',"ledger":[' .. table.concat(ledger, ',') .. ']'
 if extra ~= '' then entry = entry .. ',"extra":' .. extra end
 entry = entry .. '}'
 redis.call('XADD', KEYS[2], '*', 'e', entry)
 local res = 'ok'
-redis.call('HSET', KEYS[1], ARGV[1], res)
+redis.call('HSET', KEYS[1], op_id, res)
 return res

@@ -2,18 +2,18 @@
 -- return the unused holds, free the channel, and append the CDR and ledger entries to the
 -- outbox in the same step. A never-answered leg commits with 0 billed seconds (release).
 -- KEYS: leg, outbox, live, account 1..n, buckets   (as authorize)
--- ARGV: op field, billed seconds, now_usec, hangup cause, created_usec, answered_usec,
---       hangup_usec, settlement, ttl seconds, uuid
+-- ARGV: named in rater/ledger/fields.py (COMMIT_ARGV)
+local op_field, billed, now_usec, hangup_cause, created_usec, answered_usec, hangup_usec,
+  settlement, ttl, uuid = unpack(ARGV, 1, 10)
 local leg = KEYS[1]
-local h = redis.call('HMGET', leg, 'st', 'plan', 'dyn', ARGV[1])
+local h = redis.call('HMGET', leg, 'st', 'plan', 'dyn', op_field)
 if h[4] then return h[4] end
 if not h[1] then return 'refused unknown_leg' end
 if h[1] ~= 'authorized' and h[1] ~= 'answered' then return 'refused leg_' .. h[1] end
 local plan = cmsgpack.unpack(h[2])
 local dyn = cmsgpack.unpack(h[3])
 local levels = plan.lv
-local billed = tonumber(ARGV[2])
-local uuid = ARGV[10]
+billed = tonumber(billed)
 
 local charges, usage, ledger, costs = {}, {}, {}, {}
 local total = 0
@@ -89,16 +89,16 @@ end
 local cdr = '{"uuid":' .. jstr(uuid) .. ',"account":' .. jstr(plan.acct) ..
   ',"direction":' .. jstr(plan.dir) .. ',"caller":' .. jstr(plan.caller) ..
   ',"destination":' .. jstr(plan.dst) .. ',"node":' .. jstr(plan.node) ..
-  ',"created_usec":' .. int(num(ARGV[5])) .. ',"answered_usec":' .. int(num(ARGV[6])) ..
-  ',"hangup_usec":' .. int(num(ARGV[7])) .. ',"billed_seconds":' .. int(billed) ..
-  ',"hangup_cause":' .. jstr(ARGV[4]) .. ',"settlement":' .. jstr(ARGV[8]) ..
+  ',"created_usec":' .. int(num(created_usec)) .. ',"answered_usec":' .. int(num(answered_usec)) ..
+  ',"hangup_usec":' .. int(num(hangup_usec)) .. ',"billed_seconds":' .. int(billed) ..
+  ',"hangup_cause":' .. jstr(hangup_cause) .. ',"settlement":' .. jstr(settlement) ..
   ',"total_cost":' .. int(total) .. '}'
-local entry = '{"op":"commit","id":' .. jstr(uuid) .. ',"at":' .. int(num(ARGV[3])) ..
+local entry = '{"op":"commit","id":' .. jstr(uuid) .. ',"at":' .. int(num(now_usec)) ..
   ',"cdr":' .. cdr .. ',"charges":[' .. table.concat(charges, ',') ..
   '],"usage":[' .. table.concat(usage, ',') .. '],"ledger":[' .. table.concat(ledger, ',') .. ']}'
 redis.call('XADD', KEYS[2], '*', 'e', entry)
 redis.call('SREM', KEYS[3], uuid)
 local res = 'ok ' .. int(billed) .. ' ' .. table.concat(costs, ' ')
-redis.call('HSET', leg, 'st', 'committed', ARGV[1], res)
-redis.call('EXPIRE', leg, tonumber(ARGV[9]))
+redis.call('HSET', leg, 'st', 'committed', op_field, res)
+redis.call('EXPIRE', leg, tonumber(ttl))
 return res

@@ -1,6 +1,8 @@
 -- Shared by every ledger script (prepended by rater/ledger/scripts.py).
 -- Money is integer micro-units; Lua numbers are doubles, exact below 2^53 (9e15 micros).
--- The tariff formulas mirror rater/rating/tariff.py exactly; tests check both agree.
+-- The tariff formulas mirror rater/rating/tariff.py exactly; the golden vectors
+-- (tests/golden/decisions.json) and property tests check both agree. L is one level of a
+-- leg's plan (short names: stored with every leg; rater/ledger/fields.py names them).
 
 local DEN = 600000            -- 60 s * 10000 (markup basis points)
 local INF = 1e12              -- "unlimited" seconds (a free tariff)
@@ -32,7 +34,9 @@ end
 
 local function is_free(L) return L.q == 0 and L.r == 0 and L.cf == 0 end
 
--- the most paid seconds whose cost fits x micros (a cost that rounds to 0 always fits)
+-- the most paid seconds whose cost fits x micros (a cost that rounds to 0 always fits).
+-- tariff.py inverts the rounding in closed form, (DEN*(2x+1) - 1) // (2*num), whose
+-- intermediates pass 2^53; doubles estimate, then step to the exact answer instead.
 local function max_paid(L, x)
   if x < 0 then return 0 end
   if L.q == 0 and L.r == 0 then return INF end

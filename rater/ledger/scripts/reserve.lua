@@ -3,9 +3,10 @@
 -- 'short' means less than asked, 'refused' nothing more. Holds, not ledger entries:
 -- the money moves at commit.
 -- KEYS: leg, outbox, live, account 1..n, buckets   (as authorize)
--- ARGV: op field, target billed seconds, answered_usec (0 if unknown), seq
+-- ARGV: named in rater/ledger/fields.py (RESERVE_ARGV); answered_usec is 0 if unknown
+local op_field, target, answered_usec, seq = unpack(ARGV, 1, 4)
 local leg = KEYS[1]
-local h = redis.call('HMGET', leg, 'st', 'plan', 'dyn', ARGV[1])
+local h = redis.call('HMGET', leg, 'st', 'plan', 'dyn', op_field)
 if h[4] then return h[4] end
 if not h[1] then return 'refused 0 unknown_leg' end
 if h[1] ~= 'authorized' and h[1] ~= 'answered' then return 'refused 0 leg_' .. h[1] end
@@ -13,12 +14,12 @@ local plan = cmsgpack.unpack(h[2])
 local dyn = cmsgpack.unpack(h[3])
 local levels = plan.lv
 local n = #levels
-local target = tonumber(ARGV[2])
+target = tonumber(target)
 
 local function store(res)
-  redis.call('HSET', leg, ARGV[1], res, 'dyn', cmsgpack.pack(dyn), 'st', 'answered',
-             'T', int(dyn.T), 'seq', ARGV[4])
-  if ARGV[3] ~= '0' then redis.call('HSETNX', leg, 'ans', ARGV[3]) end
+  redis.call('HSET', leg, op_field, res, 'dyn', cmsgpack.pack(dyn), 'st', 'answered',
+             'T', int(dyn.T), 'seq', seq)
+  if answered_usec ~= '0' then redis.call('HSETNX', leg, 'ans', answered_usec) end
   return res
 end
 
