@@ -43,9 +43,10 @@ def reservations(mport: int) -> dict[str, float]:
 
 
 def run(srv: _common.Servers, args: argparse.Namespace, workdir: Path) -> dict:
-    world, cfg_path, info = e2e.prepare(srv, args.accounts, args.deck, workdir,
+    world, cfg_paths, info = e2e.prepare(srv, args.accounts, args.deck, workdir,
                                         debit=args.debit_interval, ahead=args.reserve_ahead,
                                         flusher_in_daemon=False)
+    cfg_path = cfg_paths[0]
     placing = args.legs / args.cps
     talk = placing + args.hold + 10  # the last call still has `hold` seconds together
     report = workdir / "calls.json"
