@@ -271,10 +271,11 @@ class RatedWorld:
                        check=False)
 
     def refused(self) -> dict[str, float]:
-        """rater_calls_refused_total by reason."""
+        """rater_calls_refused_total by reason, the reasons that refused any call (every
+        reason is exported, at 0 until it refuses one)."""
         prefix = 'rater_calls_refused_total{reason="'
         return {k[len(prefix):-2]: v for k, v in self.daemon.metrics().items()
-                if k.startswith(prefix)}
+                if k.startswith(prefix) and v}
 
 
 _LAB: list[Lab] = []   # one per session, whichever test module asks first

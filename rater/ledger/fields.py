@@ -16,9 +16,10 @@ Read them with this table.
       closed   closed         set when the order ended; the key goes with its last hold
     leg      <p>:{s<N>}:l:<uuid>
       st       state          authorized | answered | committed
-      plan     plan           msgpack, fixed at authorization (below)
-      dyn      progress       msgpack, what is reserved so far (below)
-      keys     keys           the scripts' KEYS, one a line (for a restarted daemon)
+      plan     plan           msgpack, fixed at authorization (below); dropped at commit
+      dyn      progress       msgpack, what is reserved so far (below); dropped at commit
+      keys     keys           the scripts' KEYS, one a line (for a restarted daemon);
+                              dropped at commit: a finished leg keeps only what replays read
       node     node           the FreeSWITCH node of the leg
       max      max_seconds    what authorization allowed
       T        granted        billed seconds reserved so far

@@ -100,5 +100,8 @@ redis.call('XADD', KEYS[2], '*', 'e', entry)
 redis.call('SREM', KEYS[3], uuid)
 local res = 'ok ' .. int(billed) .. ' ' .. table.concat(costs, ' ')
 redis.call('HSET', leg, 'st', 'committed', op_field, res)
+-- a finished leg is kept `ttl` seconds only so that replays stay no-ops: they read `st` and
+-- the stored results, never the plan, the progress or the KEYS (5/6 of its memory)
+redis.call('HDEL', leg, 'plan', 'dyn', 'keys')
 redis.call('EXPIRE', leg, tonumber(ttl))
 return res
