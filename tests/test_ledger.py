@@ -346,6 +346,13 @@ def test_every_operation_replayed_is_a_no_op(ledger: Ledger, rds: redis.Redis):
     assert ledger.commit(keys, "r1", 999) == done  # a different replay still changes nothing
     assert ledger.reserve(keys, 2, 120).status == "refused"
     assert ledger.account_state(TAG, CUSTOMER).balance_micros == 5_000_000 - 160_000
+    # the finished leg keeps only what replays read, for leg_ttl_seconds
+    leg = KS.leg(TAG, "r1")
+    assert set(rds.hkeys(leg)) == {"st", "o:a", "o:c"}
+    assert 0 < rds.ttl(leg) <= 3600
+    assert ledger.authorize("r1", p, cap_seconds=14_400) == first  # no new leg
+    assert ledger.account_state(TAG, CUSTOMER).live_legs == 0
+    assert ledger.reserve(keys, 1, 60).reason == "leg_committed"
     topup = [Entry(CUSTOMER, 2_000_000, "topup:ref-9", "topup", "ref-9")]
     assert ledger.apply("topup:ref-9", TAG, topup).ok
     assert ledger.apply("topup:ref-9", TAG, topup).ok

@@ -16,10 +16,9 @@ Read them with this table.
       closed   closed         set when the order ended; the key goes with its last hold
     leg      <p>:{s<N>}:l:<uuid>
       st       state          authorized | answered | committed
-      plan     plan           msgpack, fixed at authorization (below); dropped at commit
-      dyn      progress       msgpack, what is reserved so far (below); dropped at commit
-      keys     keys           the scripts' KEYS, one a line (for a restarted daemon);
-                              dropped at commit: a finished leg keeps only what replays read
+      plan     plan           msgpack, fixed at authorization (below)
+      dyn      progress       msgpack, what is reserved so far (below)
+      keys     keys           the scripts' KEYS, one a line (for a restarted daemon)
       node     node           the FreeSWITCH node of the leg
       max      max_seconds    what authorization allowed
       T        granted        billed seconds reserved so far
@@ -27,6 +26,7 @@ Read them with this table.
       ans      answered_usec  set by the first reservation that knows it
       cr       created_usec
       o:a, o:r:<seq>, o:c     operation id -> its first reply (a replay returns it)
+      (a committed leg keeps only st, o:a and o:c, for leg_ttl_seconds: what replays read)
     ops      <p>:{s<N>}:ops            money operation id -> its first reply
 
 Inside `plan` and `dyn` (msgpack maps, one per leg: short for the same reason):
