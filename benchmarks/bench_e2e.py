@@ -141,7 +141,7 @@ def prepare(srv: _common.Servers, accounts: int, deck: int, workdir: Path, *,
 def start_simulator(workdir: Path, port: int, cps: float, duration: float,
                     talk: str, answer_after: str, report: Path,
                     extra: list[str] | None = None, name: str = "simulator") -> subprocess.Popen:
-    sim = os.environ.get("BENCH_SIM_CMD", f"{PYTHON} -m rater.sim").split()
+    sim = os.environ.get("BENCH_SIM_CMD", f"{PYTHON} -m fssim").split()
     cmd = [*sim, "--listen", f"127.0.0.1:{port}", "--cps", str(cps),
            "--duration", str(duration), "--talk", talk, "--answer-after", answer_after,
            "--accounts", str(workdir / "accounts.txt"),
