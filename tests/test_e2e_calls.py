@@ -58,8 +58,7 @@ def test_plain_prepaid_call(world):
         (P1, 4, 40_000)]
 
 
-@pytest.mark.also_on_cluster
-def test_postpaid_call_down_to_its_credit_limit(world):
+def test_postpaid_call_down_to_its_credit_limit(world):  # 30 s: not repeated on the cluster
     # 0 balance, 0.30 credit: 30 s at 10000/s; the call wants 60 s
     uuid = world.call(PP, UK, duration=60)
     ch = world.wait(uuid, timeout=60)
@@ -88,8 +87,7 @@ def test_customer_under_two_resellers_pays_three_levels(world):
     assert world.pg_balance(R1) == 10_000_000 - 6_000
 
 
-@pytest.mark.also_on_cluster
-def test_package_minutes_then_balance(world):
+def test_package_minutes_then_balance(world):  # 70 s of real time: not repeated on the cluster
     # 60 free seconds on 44, then 10000/s: a 70.2 s call -> 71 billed, 60 free, 11 paid
     uuid = world.call(PK, UK, duration=70.2)
     world.wait(uuid, timeout=90)
