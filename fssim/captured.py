@@ -179,8 +179,8 @@ def _extract() -> tuple[dict[str, tuple[str, Headers, str | None]],
         found[key] = (f"{file} Event-Sequence {seq}", headers, body)
     replies = tuple(pair for s in REPLY_SESSIONS for pair in _replies(s, frames[s]))
     jobs = []
-    for headers, body in _plain_events(frames["esl_plain_full"], "BACKGROUND_JOB"):
-        values = dict(headers)
+    for job_headers, body in _plain_events(frames["esl_plain_full"], "BACKGROUND_JOB"):
+        values = dict(job_headers)
         jobs.append((values["Job-Command"], values.get("Job-Command-Arg", ""), body or ""))
     return (found, replies, tuple(jobs), frames["esl_api_only"][-1].body.decode(),
             frames["esl_shutdown_plain"][-1].body.decode())

@@ -17,6 +17,7 @@ import psycopg
 
 from rater.ledger.client import Entry, Ledger
 from rater.ledger.keys import KeySpace
+from rater.reasons import Reason
 
 log = logging.getLogger("loader.adjustments")
 
@@ -131,6 +132,6 @@ def _apply_one(
     )
     if result.ok:
         return None
-    if result.reason == "unknown_account":
+    if result.reason == Reason.UNKNOWN_ACCOUNT:
         return "the account is not in Redis yet (not deployed)"
     return f"refused: {result.reason}"

@@ -803,7 +803,7 @@ def _depth(world: _World, number: str) -> int:
 def _write(conn: psycopg.Connection, ds: Dataset, world: _World, now: datetime) -> dict:
     _upsert(conn, "rate_groups", ("name",), ("owner", "markup_bp"),
             [(g["name"], g["owner"], g["markup_percent"]) for g in ds.rate_groups])
-    gids = dict(conn.execute("SELECT name, id FROM rate_groups").fetchall())
+    gids: dict[str, int] = dict(conn.execute("SELECT name, id FROM rate_groups").fetchall())
 
     # Parents before children: the parent foreign key is checked row by row.
     accounts = sorted(ds.accounts, key=lambda a: _depth(world, a["number"]))
@@ -935,11 +935,16 @@ class _Object(dict):
     duplicates: tuple[str, ...] = ()
 
 
+def _add(seen: set[str], key: str) -> bool:
+    seen.add(key)
+    return False
+
+
 def _object_pairs(pairs: list[tuple[str, Any]]) -> _Object:
     obj = _Object(pairs)
     if len(obj) != len(pairs):
         seen: set[str] = set()
-        obj.duplicates = tuple(k for k, _ in pairs if k in seen or seen.add(k))
+        obj.duplicates = tuple(k for k, _ in pairs if k in seen or _add(seen, k))
     return obj
 
 

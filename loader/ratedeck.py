@@ -17,6 +17,7 @@ from typing import TextIO
 
 import psycopg
 
+from rater.db import one_row
 from rater.errors import InputError, RaterError
 from rater.money import parse_micros
 from rater.prefixes import normalize_prefix
@@ -306,8 +307,8 @@ def import_rate_deck(
             )
         gid, markup_bp = found
         rows, errors, directions = parse_deck(stream, gid, source, markup_bp)
-        if conn.execute("SELECT NOT EXISTS (SELECT 1 FROM rates WHERE rate_group_id = %s)",
-                        (gid,)).fetchone()[0]:
+        if one_row(conn.execute(
+                "SELECT NOT EXISTS (SELECT 1 FROM rates WHERE rate_group_id = %s)", (gid,)))[0]:
             # An empty group: every row is new, so COPY straight into `rates` and let the
             # server insert while Python parses (duplicates never reach COPY).
             staged = copy_rates(conn, rows, "rates")

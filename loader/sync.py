@@ -37,12 +37,12 @@ from loader.adjustments import apply_adjustments
 from loader.snapshot import build_snapshot
 from rater.backoff import Backoff
 from rater.config import Config, mask_url
-from rater.db import connect
+from rater.db import connect, one_row
 from rater.errors import ConfigError, DatabaseUnavailable, RaterError
 from rater.ledger.client import Ledger
 from rater.ledger.keys import KeySpace
 from rater.rating.snapshot_format import read_header
-from rater.redis_client import keyspace_of, make_redis
+from rater.redis_client import RedisClient, keyspace_of, make_redis
 from rater.snapshot_store import current_version, publish
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class SyncResult:
                 f"{self.seconds:.2f} s")
 
 
-def redis_client(cfg: Config) -> redis_lib.Redis:
+def redis_client(cfg: Config) -> RedisClient:
     """A binary-safe Redis client for the loader (snapshot blobs are bytes), opened the
     project's one way (a Sentinel URL included); a large blob takes longer than a ledger
     command to write, hence the longer socket timeout."""
@@ -100,10 +100,10 @@ def redis_client(cfg: Config) -> redis_lib.Redis:
                       socket_timeout=max(cfg.redis.socket_timeout, 30.0))
 
 
-def check_shards(rds: redis_lib.Redis, keyspace: KeySpace) -> None:
+def check_shards(rds: RedisClient, keyspace: KeySpace) -> None:
     """Record the shard count in `meta` on first use; refuse a different one afterwards."""
     rds.hsetnx(keyspace.meta, "shards", keyspace.shards)
-    seeded = int(rds.hget(keyspace.meta, "shards"))
+    seeded = int(rds.hget(keyspace.meta, "shards"))  # type: ignore[arg-type]  # set above
     if seeded != keyspace.shards:
         raise ConfigError(
             f"redis.shards: this Redis was seeded with {seeded} shards but the configuration "
@@ -112,7 +112,7 @@ def check_shards(rds: redis_lib.Redis, keyspace: KeySpace) -> None:
 
 
 def publish_snapshot(
-    conn: psycopg.Connection, rds: redis_lib.Redis, keyspace: KeySpace, keep: int,
+    conn: psycopg.Connection, rds: RedisClient, keyspace: KeySpace, keep: int,
     force: bool = False,
 ) -> tuple[int, str, int]:
     """Build and publish the snapshot unless Redis has this version or a newer one.
@@ -120,7 +120,7 @@ def publish_snapshot(
     Returns ``(version, outcome, blob size)`` with outcome published, unchanged or stale.
     `conn` must be idle (autocommit) so the build reads in its own consistent transaction.
     """
-    pg_version = conn.execute("SELECT version FROM reference_version").fetchone()[0]
+    pg_version = one_row(conn.execute("SELECT version FROM reference_version"))[0]
     published = current_version(rds, keyspace)
     if not force and published is not None and published >= pg_version:
         if published > pg_version:
@@ -138,7 +138,7 @@ def publish_snapshot(
 
 
 def seed_accounts(
-    conn: psycopg.Connection, rds: redis_lib.Redis, keyspace: KeySpace
+    conn: psycopg.Connection, rds: RedisClient, keyspace: KeySpace
 ) -> tuple[int, int]:
     """Create every missing account hash from its ledger sum; returns ``(accounts, seeded)``."""
     rows = conn.execute(_TREE_CTE + """
@@ -161,7 +161,7 @@ def seed_accounts(
 
 
 def seed_buckets(
-    conn: psycopg.Connection, rds: redis_lib.Redis, keyspace: KeySpace
+    conn: psycopg.Connection, rds: RedisClient, keyspace: KeySpace
 ) -> tuple[int, int]:
     """Create every missing bucket hash of an active order; returns ``(orders, seeded)``."""
     rows = conn.execute(_TREE_CTE + """
@@ -186,7 +186,7 @@ def seed_buckets(
 
 
 def sync_once(
-    cfg: Config, rds: redis_lib.Redis, force: bool = False, seed_if_unchanged: bool = True
+    cfg: Config, rds: RedisClient, force: bool = False, seed_if_unchanged: bool = True
 ) -> SyncResult:
     """One full sync (shards check, snapshot, seeding). Raises DatabaseUnavailable,
     RedisUnavailable or ConfigError; with `seed_if_unchanged` False an unchanged version
@@ -213,7 +213,7 @@ def sync_once(
                       len(adjustments.applied), len(adjustments.skipped))
 
 
-def apply_adjustments_once(cfg: Config, rds: redis_lib.Redis) -> int:
+def apply_adjustments_once(cfg: Config, rds: RedisClient) -> int:
     """Only step 5 (a new adjustment row was notified): returns how many were applied."""
     keyspace = keyspace_of(cfg.redis)
     with connect(cfg, autocommit=True) as conn:
@@ -260,7 +260,7 @@ def _stop_on_sigterm() -> threading.Event:
 
 
 def watch_loop(
-    cfg: Config, rds: redis_lib.Redis, emit: Callable[[SyncResult], None],
+    cfg: Config, rds: RedisClient, emit: Callable[[SyncResult], None],
     stop: threading.Event, force: bool = False, debounce: float = 0.2,
     recheck: float = 30.0, backoff: Backoff | None = None,
 ) -> None:

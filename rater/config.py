@@ -17,18 +17,11 @@ from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from rater.errors import ConfigError
+from rater.reasons import Reason
 
 DEFAULT_CONFIG_PATH = Path("config/rater.toml")
 
-REFUSAL_REASONS = (
-    "insufficient_funds",
-    "blocked_destination",
-    "no_rate",
-    "unknown_account",
-    "account_suspended",
-    "max_channels",
-    "internal_error",
-)
+REFUSAL_REASONS: tuple[Reason, ...] = tuple(Reason)
 
 
 def _doc(text: str, **kw: Any) -> Any:
@@ -146,13 +139,13 @@ class RatingConfig:
     hangup_causes: dict[str, str] = _doc(
         "Hangup cause per refusal reason.",
         default_factory=lambda: {
-            "insufficient_funds": "CALL_REJECTED",
-            "blocked_destination": "OUTGOING_CALL_BARRED",
-            "no_rate": "NO_ROUTE_DESTINATION",
-            "unknown_account": "CALL_REJECTED",
-            "account_suspended": "CALL_REJECTED",
-            "max_channels": "NORMAL_CIRCUIT_CONGESTION",
-            "internal_error": "NORMAL_TEMPORARY_FAILURE",
+            Reason.INSUFFICIENT_FUNDS.value: "CALL_REJECTED",
+            Reason.BLOCKED_DESTINATION.value: "OUTGOING_CALL_BARRED",
+            Reason.NO_RATE.value: "NO_ROUTE_DESTINATION",
+            Reason.UNKNOWN_ACCOUNT.value: "CALL_REJECTED",
+            Reason.ACCOUNT_SUSPENDED.value: "CALL_REJECTED",
+            Reason.MAX_CHANNELS.value: "NORMAL_CIRCUIT_CONGESTION",
+            Reason.INTERNAL_ERROR.value: "NORMAL_TEMPORARY_FAILURE",
         },
     )
     leg_ttl_seconds: int = _doc(
@@ -319,7 +312,7 @@ def _build(cls: type, raw: Any, where: str) -> Any:
 
 def _convert(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
     if origin is tuple:
         (item_tp, _) = typing.get_args(tp)

@@ -150,8 +150,9 @@ class Daemon:
         for link in self.nodes.values():
             sup.spawn(f"{link.name}/commands", link.commands.run)
             sup.spawn(f"{link.name}/events", link.events.run)
-        if self.flusher is not None:
-            sup.spawn("flusher", lambda: self.flusher.run(stop))
+        flusher = self.flusher
+        if flusher is not None:
+            sup.spawn("flusher", lambda: flusher.run(stop))
         if self.cfg.renewal.enabled:
             sup.spawn("renewals", lambda: self._renewals(stop))
         sup.spawn("gauges", lambda: self._gauges(stop))
@@ -205,7 +206,7 @@ class Daemon:
             link.events.stop(timeout=1.0)
             link.commands.stop(timeout=1.0)
         if self.flusher is not None and grace:
-            self._final_flush(deadline)
+            self._final_flush(self.flusher, deadline)
         self.dispatcher.close(timeout=1.0)
         self.supervisor.kill_all(timeout=2.0)
         if self.status is not None:
@@ -216,9 +217,9 @@ class Daemon:
         self.redis.close()
         log.info("rater stopped")
 
-    def _final_flush(self, deadline: float) -> None:
+    def _final_flush(self, flusher: Flusher, deadline: float) -> None:
         try:
-            while time.monotonic() < deadline and self.flusher.flush_once(block_ms=1) > 0:
+            while time.monotonic() < deadline and flusher.flush_once(block_ms=1) > 0:
                 pass
         except Exception as exc:  # the next start flushes what is left
             log.warning("final flush stopped: %s", exc)
@@ -257,10 +258,10 @@ class Daemon:
                     continue
                 self.metrics.outbox_lag_entries.set(entries)
                 self.metrics.outbox_lag_seconds.set(age)
-                self._count_flusher_stats()
+                self._count_flusher_stats(self.flusher)
 
-    def _count_flusher_stats(self) -> None:
-        stats = self.flusher.stats
+    def _count_flusher_stats(self, flusher: Flusher) -> None:
+        stats = flusher.stats
         now = (stats.entries, stats.db_failures, stats.redis_failures)
         seen = self._flusher_seen
         self.metrics.flushed_entries.inc(max(0, now[0] - seen[0]))

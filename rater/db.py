@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import psycopg
 
 from rater.config import Config, mask_url
@@ -20,3 +22,15 @@ def connect(cfg: Config, autocommit: bool = False) -> psycopg.Connection:
         raise DatabaseUnavailable(
             f"cannot connect to PostgreSQL at {mask_url(cfg.database.url)}: {reason}"
         ) from None
+
+
+Row = TypeVar("Row")
+
+
+def one_row(cursor: psycopg.Cursor[Row]) -> Row:
+    """The row of a query that always returns one (an aggregate, a one-row table). A query
+    that returns none is a bug: TypeError, as indexing the None of fetchone() was."""
+    row = cursor.fetchone()
+    if row is None:
+        raise TypeError("the query returned no row")
+    return row

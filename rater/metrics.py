@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from rater.config import REFUSAL_REASONS
+from rater.reasons import Reason
 
 # Park-to-decision latency buckets: sub-millisecond to a second.
 DECISION_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 
-# Label values known in advance (refusal reasons: rater.config.REFUSAL_REASONS).
+# Label values known in advance (refusal reasons: rater.reasons.Reason).
 RESERVATION_RESULTS = ("ok", "short", "refused", "error")
 SETTLEMENTS = ("final", "switch_record", "unanswered", "as_reserved")
 CHANNEL_SYNC_FINDINGS = ("gone", "parked", "readmit", "answered")
@@ -96,7 +96,7 @@ class Metrics:
             "live leg (0 with none; a restart counts again from adoption).", registry=r)
         self.max_call_seconds = Gauge(
             "rater_max_call_seconds", "rating.max_call_seconds, for alerts.", registry=r)
-        for metric, values in ((self.calls_refused, REFUSAL_REASONS),
+        for metric, values in ((self.calls_refused, tuple(Reason)),
                                (self.reservations, RESERVATION_RESULTS),
                                (self.commits, SETTLEMENTS),
                                (self.channel_sync, CHANNEL_SYNC_FINDINGS),

@@ -21,10 +21,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psycopg
-import redis
 
 from rater.flusher.decode import MalformedEntry, decode_fields
 from rater.ledger.keys import KeySpace
+from rater.redis_client import RedisClient
 
 log = logging.getLogger("rater.reconcile")
 
@@ -78,7 +78,7 @@ class ReconcileReport:
 
 
 def reconcile(
-    redis_client: redis.Redis,
+    redis_client: RedisClient,
     conn: psycopg.Connection,
     keyspace: KeySpace,
     *,
@@ -117,7 +117,7 @@ class _Live:
     entries: dict[str, list[tuple[str, Any]]] = field(default_factory=dict)  # tag -> entries
 
 
-def _compare(r: redis.Redis, conn: psycopg.Connection, ks: KeySpace) -> ReconcileReport:
+def _compare(r: RedisClient, conn: psycopg.Connection, ks: KeySpace) -> ReconcileReport:
     tops = tree_tops(conn)
     orders = [(o, a) for o, a in conn.execute(
         "SELECT id, account FROM orders WHERE status = 'active' ORDER BY id")]
@@ -144,7 +144,7 @@ def _compare(r: redis.Redis, conn: psycopg.Connection, ks: KeySpace) -> Reconcil
 
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        sums = dict(conn.execute(
+        sums: dict[str, int] = dict(conn.execute(
             "SELECT account, COALESCE(sum(amount), 0) FROM ledger_entries GROUP BY account"))
         ledger_in_pg = {row[0] for row in conn.execute(
             "SELECT id FROM ledger_entries WHERE id = ANY(%s)", (list(present["ledger"]),))}
@@ -200,7 +200,7 @@ def _compare(r: redis.Redis, conn: psycopg.Connection, ks: KeySpace) -> Reconcil
 
 
 def _read_shard(
-    r: redis.Redis, ks: KeySpace, tag: str, accounts: list[str], orders: list[str], live: _Live
+    r: RedisClient, ks: KeySpace, tag: str, accounts: list[str], orders: list[str], live: _Live
 ) -> None:
     stream = ks.outbox(tag)
     items: list[tuple[str, str]] = [("a", a) for a in accounts] + [("b", o) for o in orders]
@@ -234,10 +234,10 @@ def _read_shard(
     live.entries[tag] = entries
 
 
-def _xrange(r: redis.Redis, stream: str, end: str) -> Iterable[tuple[str, Any]]:
+def _xrange(r: RedisClient, stream: str, end: str) -> Iterable[tuple[str, Any]]:
     start = "-"
     while True:
-        page = r.xrange(stream, start, end, count=_PAGE)
+        page = r.xrange(stream, start, end, count=_PAGE) or []
         for entry_id, fields in page:
             yield _text(entry_id), fields
         if len(page) < _PAGE:

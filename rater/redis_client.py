@@ -35,6 +35,9 @@ from redis.utils import SENTINEL
 from rater.config import RedisConfig
 from rater.ledger.keys import KeySpace
 
+# What make_redis returns: a client on one Redis (Sentinel included) or on a Cluster.
+RedisClient = redis.Redis | redis.RedisCluster
+
 log = logging.getLogger(__name__)
 
 # Seconds between two checks of where the primary is (Sentinel mode), while commands run.
@@ -73,7 +76,7 @@ class Connection(redis.Connection):
         connection is closed and TimeoutError or ConnectionError raised."""
         if self._sock is None:
             self.connect()
-        sock = self._sock
+        sock: Any = self._sock  # connected just above
         try:
             view = memoryview(data)
             while view:
@@ -119,7 +122,8 @@ class SentinelConnection(SentinelManagedConnection, Connection):
         super().send_packed_command(command, check_health)
 
     def read_response(self, disable_decoding: bool = False, *, timeout: Any = SENTINEL,
-                      disconnect_on_error: bool = True, push_request: bool = False) -> Any:
+                      disconnect_on_error: bool | None = True,
+                      push_request: bool | None = False) -> Any:
         """As redis-py's, but disconnecting on a failed or interrupted read like a plain
         Connection does: SentinelManagedConnection defaults `disconnect_on_error` to False,
         so a read cut short (a timeout, a killed greenlet) left the reply in flight and the
@@ -188,7 +192,7 @@ class SentinelBlockingConnectionPool(SentinelConnectionPool, redis.BlockingConne
 class SentinelRedis(redis.Redis):
     """A client whose close() also closes its connections to the Sentinels."""
 
-    sentinel: Sentinel
+    sentinel: Sentinel  # type: ignore[assignment]  # shadows the SENTINEL command method
 
     def close(self) -> None:
         super().close()
@@ -198,7 +202,7 @@ class SentinelRedis(redis.Redis):
 def make_redis(
     cfg: RedisConfig, *, max_connections: int | None = None,
     socket_timeout: float | None = None,
-) -> redis.Redis | redis.RedisCluster:
+) -> RedisClient:
     """A client on a BlockingConnectionPool: waits `pool_timeout` for a connection instead
     of raising past `pool_size` (redis-py's default pool raises), never waits forever.
     `max_connections` and `socket_timeout` override the configuration's (the loader writes

@@ -18,6 +18,7 @@ from rater.ledger.keys import KeySpace
 from rater.metrics import Metrics
 from rater.rating.snapshot import Snapshot
 from rater.rating.snapshot_format import SnapshotError
+from rater.redis_client import RedisClient
 from rater.snapshot_store import load_current
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ class SnapshotHolder:
     """Holds the snapshot in use; `current` is replaced atomically, never mutated."""
 
     def __init__(
-        self, client: redis.Redis, keyspace: KeySpace, poll_interval: float,
+        self, client: RedisClient, keyspace: KeySpace, poll_interval: float,
         metrics: Metrics | None = None,
     ) -> None:
         self._redis = client

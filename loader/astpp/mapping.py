@@ -260,7 +260,8 @@ class _Mapper(PackageMapping):
 
     def dids(self, accounts: Iterable[str]) -> list[dict[str, Any]]:
         carried = set(accounts)
-        out, seen = [], {}
+        out: list[dict[str, Any]] = []
+        seen: dict[str, Any] = {}
         for r in self.data["dids"]:
             number = str(r["number"] or "").lstrip("+")
             owner = self.numbers.get(int(r["accountid"] or 0))

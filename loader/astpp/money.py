@@ -31,6 +31,7 @@ import psycopg
 
 from loader.astpp.mapping import Mapping, amount, micros
 from loader.astpp.source import AstppData
+from rater.db import one_row
 
 STATE_DDL = """
 CREATE TABLE IF NOT EXISTS astpp_money (
@@ -77,7 +78,7 @@ def ensure_state(conn: psycopg.Connection) -> None:
 
 def plan_money(conn: psycopg.Connection, data: AstppData, mapping: Mapping) -> MoneyPlan:
     """Classify the money rows not yet recorded (reads only)."""
-    exists = conn.execute("SELECT to_regclass('astpp_accounts') IS NOT NULL").fetchone()[0]
+    exists = one_row(conn.execute("SELECT to_regclass('astpp_accounts') IS NOT NULL"))[0]
     recorded: set[int] = set()
     seen: set[str] = set()
     if exists:

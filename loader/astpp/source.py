@@ -43,7 +43,7 @@ class AstppUrl:
         query = parse_qs(parts.query)
         return cls(parts.hostname or "127.0.0.1", parts.port or 3306,
                    unquote(parts.username or "root"), unquote(parts.password or ""),
-                   database, (query.get("unix_socket") or [None])[0])
+                   database, next(iter(query.get("unix_socket", ())), None))
 
     def masked(self) -> str:
         return f"mysql://{self.user}:***@{self.host}:{self.port}/{self.database}"

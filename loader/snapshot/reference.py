@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import pq
 
+from rater.db import one_row
+
 
 @dataclass
 class ReferenceData:
@@ -48,8 +50,8 @@ def read_reference(conn: psycopg.Connection) -> ReferenceData:
     with conn.transaction() if own else contextlib.nullcontext():
         if own:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        ref = ReferenceData(version=conn.execute(
-            "SELECT version FROM reference_version").fetchone()[0])
+        ref = ReferenceData(version=one_row(conn.execute(
+            "SELECT version FROM reference_version"))[0])
         ref.rate_groups = conn.execute(
             "SELECT id, name, markup_bp, owner FROM rate_groups ORDER BY id").fetchall()
         ref.accounts = conn.execute(

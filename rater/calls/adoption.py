@@ -33,6 +33,7 @@ from rater.calls import leg as L
 from rater.calls.handler import AdoptLeg, CallHandler, Readmit, SwitchEvent
 from rater.calls.switch import ChannelRow
 from rater.errors import SwitchError
+from rater.reasons import LegStatus
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ class NodeCheck:
                 rec = ledger.leg_record(tag, uuid)
                 keys = ledger.stored_leg_keys(tag, uuid)
                 if rec is None or keys is None or rec.node != node.name or (
-                        rec.state == "committed"):
+                        rec.state == LegStatus.COMMITTED):
                     continue
                 row = rows.get(uuid)
                 if row is not None and row.parked and not rec.answered_usec:

@@ -12,7 +12,7 @@ import enum
 import logging
 import math
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,6 +31,8 @@ from rater.esl import commands
 from rater.ledger.client import Ledger
 from rater.metrics import Metrics
 from rater.rating.chain import Refusal, resolve_leg
+from rater.rating.snapshot import Snapshot
+from rater.reasons import LegRefusal, Reason
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +125,8 @@ class CallHandler:
         self,
         cfg: Config,
         ledger: Ledger,
-        snapshot: Callable[[], Any],
-        switches: dict[str, SwitchControl],
+        snapshot: Callable[[], Snapshot | None],
+        switches: Mapping[str, SwitchControl],
         submit: Callable[[str, object], None],
         metrics: Metrics,
         clock: Clock | None = None,
@@ -277,12 +279,12 @@ class CallHandler:
         snap = self.snapshot()
         if snap is None:
             log.error("call %s: no rating snapshot loaded yet", uuid)
-            return L.AuthDecided(False, reason="internal_error")
+            return L.AuthDecided(False, reason=Reason.INTERNAL_ERROR)
         try:
             plan = resolve_leg(snap, a.account, a.direction, a.destination, self.clock.now())
         except ValueError as exc:
             log.warning("call %s: cannot rate: %s", uuid, exc)
-            return L.AuthDecided(False, reason="internal_error")
+            return L.AuthDecided(False, reason=Reason.INTERNAL_ERROR)
         if isinstance(plan, Refusal):
             log.info("call %s: refused %s (%s)", uuid, plan.reason, plan.detail)
             return L.AuthDecided(False, reason=plan.reason)
@@ -291,7 +293,7 @@ class CallHandler:
             # this number (quotes, separators, control characters): nowhere to route it
             log.info("call %s: refused no_rate (destination %r cannot be transferred)", uuid,
                      a.destination)
-            return L.AuthDecided(False, reason="no_rate")
+            return L.AuthDecided(False, reason=Reason.NO_RATE)
         live.tag = plan.tag
         live.account = plan.account
         live.destination = a.destination
@@ -305,7 +307,7 @@ class CallHandler:
         except (redis.RedisError, LedgerError) as exc:
             self.metrics.redis_errors.inc()
             log.error("call %s: authorize failed: %s", uuid, exc)
-            return L.AuthDecided(False, reason="internal_error")
+            return L.AuthDecided(False, reason=Reason.INTERNAL_ERROR)
         if not auth.allowed:
             log.info("call %s: refused %s at account %s", uuid, auth.reason, auth.account)
         return L.AuthDecided(auth.allowed, auth.max_seconds, auth.reason)
@@ -335,7 +337,7 @@ class CallHandler:
             return L.Vanished()
         try:
             res = self.ledger.reserve(live.keys, a.seq, a.target_seconds, live.leg.answered_usec)
-            if res.reason == "unknown_leg" and self._recreate(live.leg.uuid, live):
+            if res.reason == LegRefusal.UNKNOWN_LEG and self._recreate(live.leg.uuid, live):
                 res = self.ledger.reserve(live.keys, a.seq, a.target_seconds,
                                           live.leg.answered_usec)
         except (redis.RedisError, LedgerError) as exc:
@@ -410,7 +412,7 @@ class CallHandler:
             self.metrics.redis_errors.inc()
             log.error("call %s: commit script failed: %s", uuid, exc)
             return _Outcome.FAILED
-        if not res.ok and res.reason == "unknown_leg" and self._recreate(uuid, live):
+        if not res.ok and res.reason == LegRefusal.UNKNOWN_LEG and self._recreate(uuid, live):
             return self._try_commit(uuid, live, c)
         if not res.ok:
             log.error("call %s: commit refused: %s", uuid, res.reason)
@@ -466,7 +468,8 @@ class CallHandler:
     def wait_for_commits(self, timeout: float) -> bool:
         """Wait (up to `timeout`) for commits still being retried; True when none is left.
         At shutdown, the daemon then stops the rest (stop_commits)."""
-        return self._retries.join(timeout=timeout)
+        done: bool = self._retries.join(timeout=timeout)  # gevent is untyped
+        return done
 
     def stop_commits(self) -> int:
         """Stop the commits still being retried; returns how many. Each leg stays live in

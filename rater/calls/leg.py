@@ -24,6 +24,7 @@ import enum
 from dataclasses import dataclass
 
 from rater.rating.tariff import billed_seconds_from_msec, billed_seconds_from_usec
+from rater.reasons import Reason, ReservationStatus
 
 
 class LegState(enum.Enum):
@@ -283,7 +284,7 @@ class Leg:
             return []
         if not e.allowed:
             self.state = LegState.REFUSED
-            return [Refuse(e.reason or "internal_error")]
+            return [Refuse(e.reason or Reason.INTERNAL_ERROR)]
         self.state = LegState.ADMITTED
         self.max_seconds = e.max_seconds
         answered = self.answered_usec
@@ -325,7 +326,7 @@ class Leg:
         if self.granted > self.net_at:
             self.net_at = self.granted
             arm = [ArmNet(self.granted)]
-        if e.status == "ok" and self.granted < self.max_seconds:
+        if e.status == ReservationStatus.OK and self.granted < self.max_seconds:
             return [*arm, HangupAt(None),
                     ScheduleReserve(max(0.0, self.granted - self.reserve_ahead))]
         # short, refused, or the authorized maximum reached: end the call when paid time ends

@@ -95,7 +95,9 @@ class LegRegistry:
         live.reserve_timer = live.hangup_timer = None
 
 
-def _restart(timer: Any, delay: float, fire: Callable[..., None], args: tuple = ()) -> Any:
+def _restart(
+    timer: Any, delay: float, fire: Callable[..., None], args: tuple[Any, ...] = ()
+) -> Any:
     _stop(timer)
     timer = gevent.get_hub().loop.timer(max(0.0, delay))
     timer.start(fire, *args)

@@ -145,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
     fmt = "json" if args.json else args.format
     cfg = config_from(args)
     with connect(cfg) as conn:
+        columns: tuple[str, ...]
         if args.what == "accounts":
             records, columns = export_accounts(conn, args.since), ACCOUNT_COLUMNS
         else:

@@ -110,7 +110,9 @@ class EslConnection:
         self._dispatcher: KeyedDispatcher[ChannelEvent] | None = None
         if on_event is None:
             self._dispatcher = KeyedDispatcher(
-                self._handlers.run, ChannelEvent.ordering_key.fget, name=f"{self.name}-events"
+                self._handlers.run,
+                ChannelEvent.ordering_key.fget,  # type: ignore[attr-defined]  # a property's getter
+                name=f"{self.name}-events",
             )
             on_event = self._dispatcher.submit
         self._on_event = on_event

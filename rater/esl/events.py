@@ -8,7 +8,7 @@ twice), the first one wins, for plain and JSON alike.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, TypeVar
 
 from rater.errors import MalformedFrame
 from rater.esl.names import Header, Var
@@ -172,7 +172,10 @@ INT_ACCESSORS: Final = frozenset({
 })
 
 
-def first_wins(pairs: list[tuple[str, object]]) -> dict[str, object]:
+V = TypeVar("V")
+
+
+def first_wins(pairs: list[tuple[str, V]]) -> dict[str, V]:
     """dict() keeps the last of repeated names; build it reversed so the first wins
     (the order of the result does not matter to its users). Consumes `pairs`."""
     pairs.reverse()

@@ -173,7 +173,8 @@ class FrameParser:
                 event = _EVENT_HEAD.fullmatch(buf, pos, blank)  # the usual event head
                 if event is not None:
                     size = event[1]
-                    headers = ((CONTENT_LENGTH, size), (CONTENT_TYPE, event[2]))
+                    headers: tuple[tuple[str, bytes], ...] = (
+                        (CONTENT_LENGTH, size), (CONTENT_TYPE, event[2]))
                     length = self._content_length(size, offset)
                 else:
                     headers, length = self._parse_block(bytes(buf[pos:blank]), offset)

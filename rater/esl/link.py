@@ -22,7 +22,7 @@ import logging
 import socket
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import gevent
 import gevent.socket
@@ -110,7 +110,7 @@ class _Watchdog:
     def __init__(self, due: Callable[[], float], expired: Callable[[], None]) -> None:
         self._due = due
         self._expired = expired
-        self._timer = None
+        self._timer: Any = None  # a gevent loop timer (gevent is untyped)
         self._arm(max(0.0, due()))
 
     def _arm(self, delay: float) -> None:

@@ -3,6 +3,7 @@ frame kept raw. No I/O."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from rater.esl.events import ChannelEvent
@@ -39,7 +40,7 @@ def _disconnect(frame: Frame) -> DisconnectNotice:
     return DisconnectNotice(_text(frame.body), linger)
 
 
-_BUILDERS = {
+_BUILDERS: dict[bytes, Callable[[Frame], Message]] = {
     ContentType.EVENT_PLAIN.encode(): lambda f: PlainEvent(f.body, f.offset),
     ContentType.EVENT_JSON.encode(): lambda f: JsonEvent(f.body, f.offset),
     ContentType.COMMAND_REPLY.encode(): _command_reply,

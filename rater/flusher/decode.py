@@ -84,7 +84,7 @@ def decode_entry(raw: bytes | str) -> EntryRows:
             rows.notifications = _notifications(extra["notifications"], at)
     else:
         raise MalformedEntry(f"op: expected 'commit' or 'money', got {op!r}")
-    if (b"\\u0000" if isinstance(raw, bytes) else "\\u0000") in raw:
+    if (b"\\u0000" in raw) if isinstance(raw, bytes) else ("\\u0000" in raw):
         _replace_nul_in_free_text(rows)
         _reject_nul(rows)
     return rows

@@ -27,6 +27,7 @@ from rater.flusher.decode import EntryRows, MalformedEntry, decode_fields
 from rater.flusher.outbox import Outbox, OutboxEntry
 from rater.flusher.writer import TABLES, BatchWriter, DeadLetter, RowsRejected, WriteResult
 from rater.ledger.keys import KeySpace
+from rater.redis_client import RedisClient
 
 log = logging.getLogger("rater.flusher")
 
@@ -81,7 +82,7 @@ class Flusher:
 
     def __init__(
         self,
-        redis_client: redis.Redis,
+        redis_client: RedisClient,
         connect: Callable[[], psycopg.Connection],
         keyspace: KeySpace,
         config: FlusherConfig,

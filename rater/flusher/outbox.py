@@ -28,6 +28,8 @@ from typing import Any
 import gevent
 import redis
 
+from rater.redis_client import RedisClient
+
 GROUP = "flusher"
 
 # Seconds between two reads of every stream while waiting for new entries on Redis Cluster.
@@ -47,7 +49,7 @@ class Outbox:
     """Reads, claims and acknowledges the outbox streams for one named consumer."""
 
     def __init__(
-        self, client: redis.Redis, streams: Sequence[str], consumer: str, group: str = GROUP
+        self, client: RedisClient, streams: Sequence[str], consumer: str, group: str = GROUP
     ) -> None:
         if not streams:
             raise ValueError("outbox: no streams")
@@ -141,7 +143,8 @@ class Outbox:
             return
         pipe = self.redis.pipeline(transaction=False)
         for stream, ids in by_stream.items():
-            pipe.xclaim(stream, self.group, self.consumer, 0, ids, justid=True)
+            pipe.xclaim(stream, self.group, self.consumer, 0, ids,  # type: ignore[arg-type]
+                        justid=True)  # (redis-py types the ids as an invariant list)
         pipe.execute()
 
     # --- acknowledging ----------------------------------------------------------------
@@ -215,8 +218,9 @@ class Outbox:
             return self._xreadgroup_each(streams, count, block_ms)
         for attempt in (1, 2):
             try:
-                reply = self.redis.xreadgroup(self.group, self.consumer, streams, count=count,
-                                              block=block_ms)
+                reply = self.redis.xreadgroup(
+                    self.group, self.consumer, streams,  # type: ignore[arg-type]  # invariant
+                    count=count, block=block_ms)
                 break
             except redis.ResponseError as exc:
                 # the stream or group vanished (FLUSHALL, a failover to an empty replica)

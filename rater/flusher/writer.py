@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import psycopg
 
 from rater.config import mask_url
+from rater.db import one_row
 from rater.errors import DatabaseUnavailable
 from rater.flusher.decode import EntryRows
 
@@ -285,7 +286,7 @@ class BatchWriter:
                 if table == "usage":
                     cur.execute(_LOCK_ORDERS)
                     cur.execute(_INSERT_USAGE)
-                    row = cur.fetchone()
+                    row = one_row(cur)
                     inserted[table], result.orders_updated = int(row[0]), int(row[1])
                 else:
                     cur.execute(_INSERT[table])

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,7 +122,7 @@ class Ledger:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | redis.RedisCluster,
         keyspace: KeySpace,
         leg_ttl_seconds: int = 86_400,
         clock: Clock | None = None,
@@ -132,8 +132,8 @@ class Ledger:
         self.leg_ttl = leg_ttl_seconds
         self.clock = clock or SystemClock()
         self._scripts = register_scripts(client)
-        cluster = isinstance(client, redis.RedisCluster)
-        self._calls = _ClusterCalls(client) if cluster else _Calls(client)
+        self._calls: _Calls | _ClusterCalls = (
+            _ClusterCalls(client) if isinstance(client, redis.RedisCluster) else _Calls(client))
         self._shared: dict[Any, Any] = {}  # tag -> (outbox, live); (tag, account) -> key
 
     # --- legs -----------------------------------------------------------------------
@@ -174,7 +174,8 @@ class Ledger:
         """Max billed seconds the whole chain can pay for (capped), or the refusal."""
         args = self._authorize_args(uuid, plan, cap_seconds, caller, node)
         args.append(created_usec)
-        return parse("authorize", self._run("authorize", self.leg_keys(uuid, plan), args))
+        reply = self._run("authorize", self.leg_keys(uuid, plan), args)
+        return parse("authorize", reply, Authorization)
 
     def authorize_dry_run(
         self, plan: LegPlan, *, cap_seconds: int, billed_seconds: int,
@@ -213,7 +214,7 @@ class Ledger:
         """Hold money and package seconds for billed seconds up to `target_seconds`.
         `seq` numbers the leg's reservations (1, 2, ...): the operation id."""
         args = [f"o:r:{seq}", target_seconds, answered_usec, seq]
-        return parse("reserve", self._run("reserve", keys, args))
+        return parse("reserve", self._run("reserve", keys, args), Reservation)
 
     def commit(
         self,
@@ -234,7 +235,7 @@ class Ledger:
             "o:c", billed_seconds, self._now_usec(), hangup_cause, created_usec, answered_usec,
             hangup_usec, settlement, self.leg_ttl, uuid,
         ]
-        return parse("commit", self._run("commit", keys, args))
+        return parse("commit", self._run("commit", keys, args), Settlement)
 
     def release(
         self, keys: Sequence[str], uuid: str, *, hangup_cause: str = "", created_usec: int = 0,
@@ -273,7 +274,7 @@ class Ledger:
                 raise LedgerError(f"bucket {b.order_id}: unknown action {b.action!r}")
             args += [b.action, b.order_id, b.period_no, b.cap_seconds]
         args.append("" if extra is None else json.dumps(extra, separators=(",", ":")))
-        return parse("apply", self._run("apply", keys, args))
+        return parse("apply", self._run("apply", keys, args), ApplyResult)
 
     # --- reads ------------------------------------------------------------------------
 
@@ -378,7 +379,7 @@ class _Calls:
                 return idle.pop()[1]
         return self._pool.get_connection()
 
-    def _once(self, args: tuple) -> Any:
+    def _once(self, args: tuple[Any, ...]) -> Any:
         conn = self._take()
         try:
             send = getattr(conn, "send_packed_bytes", None)
@@ -437,7 +438,7 @@ class _ClusterCalls:
                 calls = self._per_pool[id(pool_client)] = _Calls(pool_client)
             return calls.call(*args)
         except _REDIRECTED:
-            return self._client.execute_command(*args)
+            return self._client.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
 # Replies and failures that send a cluster command through redis-py's full cluster path.
@@ -446,6 +447,7 @@ _REDIRECTED = (redis.exceptions.MovedError, redis.exceptions.AskError,
                KeyError, IndexError, AttributeError)
 
 
+_pack: Callable[[tuple[Any, ...]], bytes] | None
 try:  # hiredis packs in C what redis-py packs in Python (same bytes for str, int, bytes)
     from hiredis import pack_command as _pack
 except ImportError:  # pragma: no cover - redis[hiredis] is a dependency

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.crc import key_slot
 
@@ -38,7 +39,7 @@ class Layout:
     nodes: list[NodeShare] = field(default_factory=list)
     slot_of_shard: dict[int, int] = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "shards": self.shards, "trees": self.trees, "accounts": self.accounts,
             "nodes": [vars(n) for n in self.nodes],

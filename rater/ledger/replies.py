@@ -22,29 +22,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from rater.errors import LedgerError
+from rater.reasons import LegRefusal, Reason, ReservationStatus
 
 
 @dataclass(frozen=True, slots=True)
 class Authorization:
     allowed: bool
     max_seconds: int = 0
-    reason: str | None = None     # insufficient_funds, max_channels, unknown_account
+    reason: Reason | None = None  # insufficient_funds, max_channels, unknown_account
     account: str | None = None    # the level that refused
 
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    status: str                   # ok | short (less than asked) | refused (nothing more)
+    status: ReservationStatus     # ok | short (less than asked) | refused (nothing more)
     granted_seconds: int          # billed seconds covered by holds so far
-    reason: str | None = None
+    reason: Reason | LegRefusal | None = None
     account: str | None = None
 
     @property
     def complete(self) -> bool:
-        return self.status == "ok"
+        return self.status == ReservationStatus.OK
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +53,7 @@ class Settlement:
     ok: bool
     billed_seconds: int = 0
     level_costs: tuple[int, ...] = ()  # what each level paid, customer first
-    reason: str | None = None          # unknown_leg, leg_committed ...
+    reason: LegRefusal | None = None   # unknown_leg, leg_committed
 
     @property
     def total_cost_micros(self) -> int:
@@ -63,7 +64,7 @@ class Settlement:
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
     ok: bool
-    reason: str | None = None
+    reason: Reason | None = None       # unknown_account, insufficient_funds
     account: str | None = None
 
 
@@ -95,53 +96,74 @@ def _at(words: list[str], i: int) -> str | None:
     return words[i] if len(words) > i else None
 
 
-Words = list[str]
+def _any_reason(word: str) -> Reason | LegRefusal:
+    """reserve refuses with either kind of reason; ValueError for any other word."""
+    try:
+        return LegRefusal(word)
+    except ValueError:
+        return Reason(word)
 
-REPLIES: dict[str, dict[str, Callable[[Words], Any]]] = {
+
+Words = list[str]
+Result = Authorization | Reservation | Settlement | ApplyResult
+
+# A reason word the scripts cannot give raises ValueError (Reason(...)): a LedgerError.
+REPLIES: dict[str, dict[str, Callable[[Words], Result]]] = {
     "authorize": {
         "ok": lambda w: Authorization(True, max_seconds=int(w[1])),
-        "refused": lambda w: Authorization(False, reason=w[1], account=_at(w, 2)),
+        "refused": lambda w: Authorization(False, reason=Reason(w[1]), account=_at(w, 2)),
     },
     "reserve": {
-        "ok": lambda w: Reservation("ok", int(w[1])),
-        "short": lambda w: Reservation("short", int(w[1]), reason=w[2], account=_at(w, 3)),
-        "refused": lambda w: Reservation("refused", int(w[1]), reason=w[2],
-                                         account=_at(w, 3)),
+        "ok": lambda w: Reservation(ReservationStatus.OK, int(w[1])),
+        "short": lambda w: Reservation(ReservationStatus.SHORT, int(w[1]),
+                                       reason=_any_reason(w[2]), account=_at(w, 3)),
+        "refused": lambda w: Reservation(ReservationStatus.REFUSED, int(w[1]),
+                                         reason=_any_reason(w[2]), account=_at(w, 3)),
     },
     "commit": {
         "ok": lambda w: Settlement(True, int(w[1]), tuple(int(c) for c in w[2:])),
-        "refused": lambda w: Settlement(False, reason=w[1]),
+        "refused": lambda w: Settlement(False, reason=LegRefusal(w[1])),
     },
     "apply": {
         "ok": lambda _w: ApplyResult(True),
-        "refused": lambda w: ApplyResult(False, reason=w[1], account=_at(w, 2)),
+        "refused": lambda w: ApplyResult(False, reason=Reason(w[1]), account=_at(w, 2)),
     },
 }
 
+R = TypeVar("R", Authorization, Reservation, Settlement, ApplyResult)
 
-def parse(script: str, reply: Any) -> Any:
-    """The typed result of one script's reply line."""
+
+def parse(script: str, reply: object, result: type[R]) -> R:
+    """The typed result of one script's reply line (`result`: the type that script gives)."""
     words = _text(reply).split()
     try:
-        return REPLIES[script][words[0]](words)
+        parsed = REPLIES[script][words[0]](words)
     except (KeyError, IndexError, ValueError) as exc:
         raise LedgerError(f"ledger script {script}: unexpected reply {reply!r}") from exc
+    if not isinstance(parsed, result):
+        raise LedgerError(f"ledger script {script}: {type(parsed).__name__}, not {result}")
+    return parsed
 
 
 def parse_dry_run(reply: Any) -> DryRun:
     """authorize's dry-run reply: its decision line, then per level either [0] (not in
     Redis) or [1, balance, held, live legs, max seconds, charged, free, cost, bucket...]."""
     try:
-        decision = parse("authorize", reply[0])
-        levels = tuple(
-            None if not f[0] else LevelFigures(*(int(x) for x in f[1:8]),
-                                               tuple(int(x) for x in f[8:]))
-            for f in reply[1:])
+        decision = parse("authorize", reply[0], Authorization)
+        levels = tuple(None if not f[0] else _level_figures(f) for f in reply[1:])
     except (TypeError, IndexError, ValueError) as exc:
         raise LedgerError(f"ledger script authorize (dry run): unexpected reply {reply!r}"
                           ) from exc
     return DryRun(decision, levels)
 
 
-def _text(value: Any) -> str:
+def _level_figures(f: Any) -> LevelFigures:
+    n = [int(x) for x in f[1:8]]
+    if len(n) != 7:
+        raise IndexError("a level's figures are short")
+    return LevelFigures(n[0], n[1], n[2], n[3], n[4], n[5], n[6],
+                        tuple(int(x) for x in f[8:]))
+
+
+def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

@@ -23,6 +23,6 @@ def script_source(name: str) -> str:
     return common + "\n" + (folder / f"{name}.lua").read_text()
 
 
-def register_scripts(client: redis.Redis) -> dict[str, Script]:
+def register_scripts(client: redis.Redis | redis.RedisCluster) -> dict[str, Script]:
     """Script objects for every ledger operation, bound to `client`."""
     return {name: client.register_script(script_source(name)) for name in SCRIPT_NAMES}

@@ -25,6 +25,7 @@ from rater.ledger.keys import KeySpace
 from rater.packages import store
 from rater.packages.store import AccountRow, OptInRow, ProductRow
 from rater.packages.visibility import RESELLER, Refusal, seller_chain
+from rater.reasons import Reason
 from rater.redis_client import keyspace_of, make_redis
 
 # --- refusals ------------------------------------------------------------------------------
@@ -50,10 +51,10 @@ class Refused(RaterError):
 
 def ledger_refusal(reason: str | None, account: str | None) -> RaterError:
     """The error for a ledger operation refused with `reason` at `account`."""
-    if reason == "insufficient_funds":
-        return Refused("insufficient_funds", account, "not enough funds above the floor")
-    if reason == "unknown_account":
-        return Refused("unknown_account", account,
+    if reason == Reason.INSUFFICIENT_FUNDS:
+        return Refused(Reason.INSUFFICIENT_FUNDS, account, "not enough funds above the floor")
+    if reason == Reason.UNKNOWN_ACCOUNT:
+        return Refused(Reason.UNKNOWN_ACCOUNT, account,
                        "no live balance in Redis (run `loader sync`)")
     return LedgerError(f"ledger refused the operation: {reason} {account or ''}".strip())
 
@@ -118,7 +119,7 @@ def path_of(conn: psycopg.Connection, account: str) -> list[AccountRow]:
     """The account and its ancestors; raises Refused(unknown_account)."""
     path = store.account_path(conn, account)
     if not path:
-        raise Refused("unknown_account", account, "no such account")
+        raise Refused(Reason.UNKNOWN_ACCOUNT, account, "no such account")
     return path
 
 

@@ -125,7 +125,8 @@ def offers(env: Env, account: str, *, include_refused: bool = False) -> list[Off
         if refusal is None:
             first = level_charges(product, chain_of(path, product), rows)[0]
             price, setup = first.price_micros, first.setup_fee_micros
-        offer = Offer(product, refusal is None, refusal and refusal.rule, price, setup)
+        offer = Offer(product, refusal is None, None if refusal is None else refusal.rule, price,
+                      setup)
         if is_reseller:
             offer = _reseller_view(offer, product, path, rows, parties, states)
         if offer.can_order or offer.can_opt_in or include_refused:

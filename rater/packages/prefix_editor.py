@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 
+from rater.db import one_row
 from rater.errors import InputError
 from rater.packages import store
 from rater.packages.context import Refused
@@ -34,6 +35,7 @@ from rater.packages.destinations import (
 )
 from rater.packages.store import ProductRow
 from rater.packages.visibility import RESELLER
+from rater.reasons import Reason
 
 ACTIONS = ("list", "add", "remove")
 
@@ -121,14 +123,14 @@ def edit_prefixes(
         if change is not None and change.changed and not dry_run:
             _write(conn, product.id, action, change)
             after = product_destinations(conn, product.id)
-        version = conn.execute("SELECT version FROM reference_version").fetchone()[0]
+        version = one_row(conn.execute("SELECT version FROM reference_version"))[0]
     return Edit(product, action, rate_filter, dry_run, rates, change, after, version)
 
 
 def _check_reseller(conn: psycopg.Connection, number: str) -> None:
     row = conn.execute("SELECT kind FROM accounts WHERE number = %s", (number,)).fetchone()
     if row is None:
-        raise Refused("unknown_account", number, "--as: no such account")
+        raise Refused(Reason.UNKNOWN_ACCOUNT, number, "--as: no such account")
     if row[0] != RESELLER:
         raise Refused("not_a_reseller", number, f"--as: account {number} is a {row[0]}")
 

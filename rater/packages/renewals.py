@@ -43,6 +43,7 @@ from rater.packages.context import (
 from rater.packages.periods import BillingType, iso_time, period_bounds, periods_due
 from rater.packages.store import AccountRow, OrderRow, ProductRow
 from rater.packages.visibility import ACTIVE, Refusal, order_refusal
+from rater.reasons import Reason
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ def _renew(
         extra=notice(product, op_id, o.account, "renewal", payload),
     )
     if not result.ok:
-        if result.reason == "insufficient_funds" and product.release_if_no_balance:
+        if result.reason == Reason.INSUFFICIENT_FUNDS and product.release_if_no_balance:
             return "no_balance"
         raise ledger_refusal(result.reason, result.account)
     store.set_period(conn, o.id, n, start, end)

@@ -38,12 +38,19 @@ CUSTOMER = "customer"
 class ProductRules(Protocol):
     """The product fields the rules read (store.ProductRow has them all)."""
 
-    owner: str | None  # None = admin
-    status: str
-    can_be_purchased: bool
-    reseller_can_resell: bool
-    admin_customers_can_order: bool
-    reseller_customers_can_order: bool
+    # read-only (properties), so a frozen dataclass such as store.ProductRow matches
+    @property
+    def owner(self) -> str | None: ...  # None = admin
+    @property
+    def status(self) -> str: ...
+    @property
+    def can_be_purchased(self) -> bool: ...
+    @property
+    def reseller_can_resell(self) -> bool: ...
+    @property
+    def admin_customers_can_order(self) -> bool: ...
+    @property
+    def reseller_customers_can_order(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 from rater.rating.snapshot import AccountInfo, Snapshot
 from rater.rating.tariff import Tariff
+from rater.reasons import Reason
 
-REFUSAL_REASONS = ("unknown_account", "account_suspended", "blocked_destination", "no_rate")
+# The reasons this module refuses with: Reason.UNKNOWN_ACCOUNT, ACCOUNT_SUSPENDED,
+# BLOCKED_DESTINATION, NO_RATE.
 DIRECTIONS = ("outbound", "inbound")
 
 
@@ -57,7 +59,7 @@ class LegPlan:
 class Refusal:
     """Why a leg cannot be rated; `account` is the level that caused it (None if unknown)."""
 
-    reason: str
+    reason: Reason
     account: str | None
     detail: str
 
@@ -80,31 +82,31 @@ def resolve_leg(
     number = destination[1:] if destination.startswith("+") else destination
     if not account:
         if direction == "outbound":
-            return Refusal("unknown_account", None, "an outbound leg needs an account")
+            return Refusal(Reason.UNKNOWN_ACCOUNT, None, "an outbound leg needs an account")
         account = snapshot.did_account(destination)
         if account is None and number != destination:
             account = snapshot.did_account(number)
         if account is None:
-            return Refusal("unknown_account", None, f"no account owns DID {destination}")
+            return Refusal(Reason.UNKNOWN_ACCOUNT, None, f"no account owns DID {destination}")
     chain = snapshot.chain(account)
     if not chain:
-        return Refusal("unknown_account", account, f"account {account} does not exist")
+        return Refusal(Reason.UNKNOWN_ACCOUNT, account, f"account {account} does not exist")
     for acct in chain:
         if acct.status != "active":
-            return Refusal("account_suspended", acct.number,
+            return Refusal(Reason.ACCOUNT_SUSPENDED, acct.number,
                            f"account {acct.number} is {acct.status}")
     if direction == "outbound":
         for acct in chain:
             blocked = snapshot.blocked_prefix(acct.rate_group, number)
             if blocked is not None:
-                return Refusal("blocked_destination", acct.number,
+                return Refusal(Reason.BLOCKED_DESTINATION, acct.number,
                                f"prefix {blocked} is blocked in rate group "
                                f"{_group_name(snapshot, acct)}")
     levels = []
     for acct in chain:
         match = snapshot.rate(acct.rate_group, direction, number)
         if match is None:
-            return Refusal("no_rate", acct.number,
+            return Refusal(Reason.NO_RATE, acct.number,
                            f"no {direction} rate for {number} in rate group "
                            f"{_group_name(snapshot, acct)}")
         levels.append(LevelPlan(

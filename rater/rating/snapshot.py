@@ -15,9 +15,10 @@ caches on the snapshot, which is safe because it never changes. The blob's layou
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from rater.rating.snapshot_format import (
     ACCOUNT_STATUSES,
@@ -34,6 +35,9 @@ from rater.rating.snapshot_format import (
 )
 from rater.rating.tariff import Tariff
 from rater.shards import tag_of_shard
+
+if TYPE_CHECKING:
+    from marisa_trie import Trie  # untyped: Any to the checker
 
 # --- what lookups return ----------------------------------------------------------------
 
@@ -109,6 +113,49 @@ class Snapshot:
         "_product_index", "_products", "_rate_rec", "_rates", "_rec_name", "_rec_price",
         "_rec_terms", "_tags", "_tariff_cache", "_terms", "built_at", "shards", "size", "version",
     )
+    version: int
+    built_at: float
+    shards: int
+    size: int
+    # from the blob's meta section
+    _groups: dict[int, RateGroupInfo]
+    _heads: dict[tuple[int, str], str]
+    _bheads: dict[int, str]
+    _products: tuple[ProductInfo, ...]
+    _product_index: dict[int, int]
+    _pheads: dict[int, str]
+    # the SECTIONS (snapshot_format's docstring has their layout): tries and columns
+    _rates: Trie
+    _rate_rec: array[int]
+    _rec_price: array[int]
+    _rec_terms: array[int]
+    _rec_name: array[int]
+    _terms: array[int]
+    _names: Trie
+    _marks: Trie
+    _accounts: Trie
+    _acct_parent: array[int]
+    _acct_top: array[int]
+    _acct_shard: array[int]
+    _acct_group: array[int]
+    _acct_credit: array[int]
+    _acct_maxch: array[int]
+    _acct_flags: array[int]
+    _acct_orders: array[int]
+    _dids: Trie
+    _did_acct: array[int]
+    _order_ids: Trie
+    _ord_id: array[int]
+    _ord_product: array[int]
+    _ord_period: array[int]
+    _ord_start: array[int]
+    _ord_end: array[int]
+    # bounded caches of lookup results (_remember)
+    _match_cache: dict[int, RateMatch]
+    _tariff_cache: dict[tuple[int, int], Tariff]
+    _chain_cache: dict[str, tuple[AccountInfo, ...]]
+    _order_cache: dict[str, tuple[OrderInfo, ...]]
+    _tags: list[str]
 
     @classmethod
     def from_bytes(cls, blob: bytes, pause: Callable[[], None] | None = None) -> Snapshot:
@@ -264,6 +311,7 @@ class Snapshot:
         head = self._bheads.get(rate_group)
         if head is None:
             return None
+        key: str
         for key in self._marks.iter_prefixes(head + number):
             return key[len(head):]
         return None
@@ -312,7 +360,11 @@ MATCH_CACHE_ENTRIES = 65_536
 _new_match = tuple.__new__  # RateMatch(...) without NamedTuple's Python-level __new__
 
 
-def _remember(cache: dict, key: Any, value: Any) -> None:
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _remember(cache: dict[K, V], key: K, value: V) -> None:
     if len(cache) >= CACHE_ENTRIES:
         cache.clear()
     cache[key] = value
