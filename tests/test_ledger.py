@@ -515,7 +515,7 @@ def test_leg_record_lets_a_restarted_daemon_adopt_the_leg(ledger: Ledger):
     assert ledger.leg_record(TAG, "nope") is None
 
 
-# --- the ledger's own connection path (rater.ledger.client._Calls) ------------------------
+# --- the ledger's own connection path (rater.ledger.connections.KeptCalls) ------------------------
 
 def test_ledger_keeps_connections_and_drops_one_interrupted_mid_command(redis_url: str):
     """Connections are kept between scripts; one interrupted after sending (a timeout, a

@@ -17,18 +17,15 @@ and the order of their arguments are named in rater/ledger/fields.py.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.crc import key_slot
-from redis.retry import Retry
 
 from rater.clock import Clock, SystemClock
 from rater.errors import LedgerBusy, LedgerError
+from rater.ledger.connections import ClusterCalls, KeptCalls
 from rater.ledger.keys import KeySpace
 from rater.ledger.replies import (
     ApplyResult,
@@ -132,8 +129,8 @@ class Ledger:
         self.leg_ttl = leg_ttl_seconds
         self.clock = clock or SystemClock()
         self._scripts = register_scripts(client)
-        self._calls: _Calls | _ClusterCalls = (
-            _ClusterCalls(client) if isinstance(client, redis.RedisCluster) else _Calls(client))
+        self._calls: KeptCalls | ClusterCalls = (
+            ClusterCalls(client) if isinstance(client, redis.RedisCluster) else KeptCalls(client))
         self._shared: dict[Any, Any] = {}  # tag -> (outbox, live); (tag, account) -> key
 
     # --- legs -----------------------------------------------------------------------
@@ -337,131 +334,10 @@ class Ledger:
         return int(self.clock.now() * 1_000_000)
 
 
-class _Calls:
-    """Commands on connections of `client`'s pool, kept by the ledger between calls.
-
-    redis-py's per-command path (take a connection from the pool, check it is clean, record
-    observability data, release it) costs about as much CPU as the command's own round trip;
-    the ledger runs several scripts per call, so it keeps the connections it took in a LIFO
-    list instead. It keeps at most a quarter of the pool, and only while they are busy: a
-    connection idle for `IDLE_RETURN` seconds goes back to the pool, whose checks (a closed
-    socket, data left over, the health-check PING) it then passes again before anyone uses
-    it. A connection that fails, or is interrupted mid-command (a timeout, a killed
-    greenlet), is disconnected before reuse, so no reply can be read by the wrong caller;
-    after a connection error every kept one is given back (the server may have restarted).
-    Connection errors and timeouts are retried with the pool's Retry policy: every ledger
-    script is idempotent by operation id.
-    """
-
-    IDLE_RETURN = 1.0
-
-    def __init__(self, client: redis.Redis) -> None:
-        self._pool = client.connection_pool
-        self._idle: list[tuple[float, Any]] = []  # (kept since, connection), newest last
-        self._keep = max(1, getattr(self._pool, "max_connections", 4) // 4)
-        self._retry = client.get_retry() or Retry(NoBackoff(), 0)
-
-    @property
-    def kept(self) -> int:
-        """Connections kept out of the pool now."""
-        return len(self._idle)
-
-    def call(self, *args: Any) -> Any:
-        return self._retry.call_with_retry(lambda: self._once(args), _no_op)
-
-    def _take(self) -> Any:
-        idle = self._idle
-        if idle:
-            now = time.monotonic()
-            while idle and now - idle[0][0] > self.IDLE_RETURN:  # oldest first
-                self._pool.release(idle.pop(0)[1])
-            if idle:
-                return idle.pop()[1]
-        return self._pool.get_connection()
-
-    def _once(self, args: tuple[Any, ...]) -> Any:
-        conn = self._take()
-        try:
-            send = getattr(conn, "send_packed_bytes", None)
-            if send is not None and _pack is not None:
-                send(_pack(args))
-            else:
-                conn.send_packed_command(conn.pack_command(*args), check_health=False)
-            reply = conn.read_response()
-        except redis.ResponseError:
-            self._put(conn)  # the whole reply was read: the connection is clean
-            raise
-        except BaseException as exc:
-            conn.disconnect()  # state unknown: reconnect on next use
-            self._pool.release(conn)
-            if isinstance(exc, redis.ConnectionError):
-                self._give_back_all()
-            raise
-        self._put(conn)
-        return reply
-
-    def _put(self, conn: Any) -> None:
-        if len(self._idle) < self._keep:
-            self._idle.append((time.monotonic(), conn))
-        else:
-            self._pool.release(conn)
-
-    def _give_back_all(self) -> None:
-        idle, self._idle = self._idle, []
-        for _, conn in idle:
-            self._pool.release(conn)
-
-
-class _ClusterCalls:
-    """Scripts on a Redis Cluster: sent straight to the primary that owns the slot of their
-    first key (every key of a script shares it), on connections kept per node as `_Calls`
-    keeps them. redis-py's own cluster path costs about six times the CPU per command, so
-    it is taken only when the fast one cannot answer: a MOVED or ASK (slots moved), a
-    TRYAGAIN (a slot mid-migration), a connection error or timeout (a failover), or a slot
-    not in the map. It follows the redirection, reads the slot map again when needed, and
-    retries; every script is idempotent, so one that ran before its reply was lost is
-    harmless to send again."""
-
-    kept = 0
-
-    def __init__(self, client: redis.RedisCluster) -> None:
-        self._client = client
-        self._nodes = client.nodes_manager
-        self._per_pool: dict[int, _Calls] = {}
-
-    def call(self, *args: Any) -> Any:
-        try:
-            node = self._nodes.slots_cache[key_slot(args[3].encode())][0]
-            pool_client = node.redis_connection
-            calls = self._per_pool.get(id(pool_client))
-            if calls is None:
-                calls = self._per_pool[id(pool_client)] = _Calls(pool_client)
-            return calls.call(*args)
-        except _REDIRECTED:
-            return self._client.execute_command(*args)  # type: ignore[no-untyped-call]
-
-
-# Replies and failures that send a cluster command through redis-py's full cluster path.
-_REDIRECTED = (redis.exceptions.MovedError, redis.exceptions.AskError,
-               redis.exceptions.TryAgainError, redis.ConnectionError, redis.TimeoutError,
-               KeyError, IndexError, AttributeError)
-
-
-_pack: Callable[[tuple[Any, ...]], bytes] | None
-try:  # hiredis packs in C what redis-py packs in Python (same bytes for str, int, bytes)
-    from hiredis import pack_command as _pack
-except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
-    _pack = None
-
-
 # Replies that say "not now" rather than "never" (redis-py types some, not BUSY/MASTERDOWN).
 _BUSY_ERRORS = (redis.exceptions.ReadOnlyError, redis.exceptions.OutOfMemoryError,
                 redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)
 _BUSY_PREFIXES = ("BUSY", "MASTERDOWN", "NOREPLICAS", "CLUSTERDOWN", "LOADING")
-
-
-def _no_op(_error: Exception) -> None:
-    pass
 
 
 def _text(value: Any) -> str:
