@@ -42,7 +42,7 @@ from greenswitch.esl import ESLEvent
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fssim import captured
-from rater.calls.handler import SwitchEvent
+from rater.calls.items import SwitchEvent
 from rater.calls.switch import (
     VAR_ACCOUNT,
     VAR_ACCOUNTCODE,

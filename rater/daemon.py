@@ -200,8 +200,8 @@ class Daemon:
             live = self.handler.legs.get(uuid)
             if live is not None:
                 self.handler.legs.cancel_timers(live)  # their safety net stays armed
-        if not self.handler.wait_for_commits(max(0.0, deadline - time.monotonic())):
-            self.handler.stop_commits()
+        if not self.handler.commits.wait(max(0.0, deadline - time.monotonic())):
+            self.handler.commits.stop()
         for link in self.nodes.values():
             link.events.stop(timeout=1.0)
             link.commands.stop(timeout=1.0)

@@ -34,7 +34,7 @@ def test_a_commit_whose_script_keeps_failing_is_given_up_and_the_leg_kept(cfg, d
         world.wait(uuid)
         failures = world.daemon.metrics.commit_failures
         wait_until(lambda: failures._value.get() == 1, timeout=30, what="the commit given up")
-        assert world.daemon.handler._retrying == {}  # nothing retried forever
+        assert world.daemon.handler.commits.pending == {}  # nothing retried forever
         assert uuid in live_legs(world)  # the next start finds it and settles it again
         assert world.sql("SELECT count(*) FROM cdrs") == [(0,)]
 
@@ -52,7 +52,7 @@ def test_commits_pending_at_shutdown_are_settled_by_the_next_start(cfg, database
             wait_reserved_while_up(world, uuid)
             proxy.cut()
             world.wait(uuid)
-            wait_until(lambda: world.daemon.handler._retrying, what="a commit retried")
+            wait_until(lambda: world.daemon.handler.commits.pending, what="a commit retried")
             world.daemon.stop()  # the commit is still pending when the grace ends
             proxy.restore()
             world.daemon = Daemon(world.cfg)

@@ -246,10 +246,10 @@ def test_a_commit_during_a_redis_outage_lands_once_redis_is_back(cfg, database_u
             proxy.cut()
             world.wait(uuid)
             # the commit fails and is retried in the background
-            wait_until(lambda: world.daemon.handler._retrying, what="a commit retried")
+            wait_until(lambda: world.daemon.handler.commits.pending, what="a commit retried")
             time.sleep(1.0)
             proxy.restore()
-            assert world.daemon.handler.wait_for_commits(30)
+            assert world.daemon.handler.commits.wait(30)
             world.settle()
             # 1.2 s billed as 2 s at 10000 micros/s, once
             assert world.cdr(uuid)["cdr"]["billed_seconds"] == 2

@@ -30,7 +30,8 @@ import gevent
 from gevent.lock import Semaphore
 
 from rater.calls import leg as L
-from rater.calls.handler import AdoptLeg, CallHandler, Readmit, SwitchEvent
+from rater.calls.handler import CallHandler
+from rater.calls.items import AdoptLeg, Readmit, SwitchEvent
 from rater.calls.switch import ChannelRow
 from rater.errors import SwitchError
 from rater.reasons import LegStatus
@@ -147,7 +148,7 @@ class NodeCheck:
         for shard in range(ledger.keys.shards):
             tag = ledger.keys.tag_of_shard(shard)
             for uuid in ledger.live_legs(tag):
-                if uuid in handler.legs or handler.commit_pending(uuid):
+                if uuid in handler.legs or handler.commits.is_pending(uuid):
                     continue  # ours, or ended here with its commit retried until Redis answers
                 rec = ledger.leg_record(tag, uuid)
                 keys = ledger.stored_leg_keys(tag, uuid)

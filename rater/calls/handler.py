@@ -8,25 +8,29 @@ events (a timer firing, adoption after a restart).
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-import gevent
-import gevent.pool
 import redis
 
-from rater.backoff import Backoff
 from rater.calls import leg as L
+from rater.calls.commits import Commits
+from rater.calls.items import (
+    AdoptLeg,
+    CutOff,
+    FindRecordDue,
+    Readmit,
+    SwitchControl,
+    SwitchEvent,
+)
 from rater.calls.registry import LegRegistry, LiveLeg
 from rater.calls.switch_records import NoSwitchRecords, SwitchRecords
 from rater.clock import Clock, SystemClock
 from rater.config import Config, hangup_cause
-from rater.errors import CommandFailed, LedgerBusy, LedgerError, SwitchError
+from rater.errors import CommandFailed, LedgerError, SwitchError
 from rater.esl import commands
 from rater.ledger.client import Ledger
 from rater.metrics import Metrics
@@ -38,78 +42,11 @@ log = logging.getLogger(__name__)
 
 # Hangup cause when the rater ends a call at the end of its paid time.
 CUT_OFF_CAUSE = "ALLOTTED_TIMEOUT"
-# A commit whose script fails (not Redis being unreachable) is tried this often in all.
-SCRIPT_ERROR_ATTEMPTS = 5
 # A leg that ended unseen looks for the switch's record of it this often.
 RECORD_RETRY = 5.0
 # After an adoption starts, hangups of legs this process does not know yet are kept this
 # long: adoption may take up such a leg after its hangup went by.
 ADOPTION_WINDOW = 60.0
-
-
-class SwitchControl(Protocol):
-    """What the handler needs from one FreeSWITCH node (rater.calls.switch implements it)."""
-
-    def admit(self, uuid: str, net_seconds: int, destination: str, context: str,
-              variables: dict[str, str], answered_usec: int = 0) -> None: ...
-
-    def hangup(self, uuid: str, cause: str) -> None: ...
-
-    def exists(self, uuid: str) -> bool: ...
-
-    def arm_net(self, uuid: str, seconds: int) -> None: ...
-
-
-@dataclass(slots=True)  # not frozen: built for every event, and frozen inits cost 6x
-class SwitchEvent:
-    """The fields of a channel event the handler reads (built by the ESL layer)."""
-
-    name: str                      # CHANNEL_PARK | CHANNEL_ANSWER | CHANNEL_HANGUP_COMPLETE
-    node: str
-    rated: bool                    # the dialplan marked the call for rating
-    direction: str = ""
-    account: str | None = None
-    destination: str = ""
-    caller: str = ""
-    created_usec: int = 0
-    answered_usec: int = 0
-    hangup_usec: int = 0
-    billmsec: int | None = None
-    hangup_cause: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class CutOff:
-    """A leg's hangup timer fired: its paid time is over."""
-
-
-@dataclass(frozen=True, slots=True)
-class FindRecordDue:
-    """Time to look again for the switch's record of a leg that ended unseen."""
-
-
-@dataclass(frozen=True, slots=True)
-class Readmit:
-    """What the switch should have and did not get: the admit of a leg whose channel is
-    still parked, or the safety net of a leg whose last move failed. Send it again."""
-
-
-@dataclass(frozen=True, slots=True)
-class AdoptLeg:
-    """A leg Redis knows and this process does not (after a restart), handled in the
-    leg's own order so that none of its events can slip in before it is taken up."""
-
-    node: str
-    tag: str
-    keys: list[str]
-    adopted: L.Adopted
-    on_switch: bool
-
-
-class _Outcome(enum.Enum):
-    DONE = "done"        # committed, or refused for good (a replay, an unknown leg)
-    RETRY = "retry"      # Redis unreachable or busy: try again until it answers
-    FAILED = "failed"    # the script failed: try again a few times, then give up
 
 
 # Timer events carry no data: one instance each serves every leg.
@@ -142,8 +79,7 @@ class CallHandler:
         self.records = records or NoSwitchRecords()
         self.legs = LegRegistry(cfg.rating.debit_interval, cfg.rating.reserve_ahead)
         self.accepting = True
-        self._retries = gevent.pool.Group()  # commits tried again in the background
-        self._retrying: dict[str, L.Commit] = {}
+        self.commits = Commits(ledger, metrics, self.clock, self._recreate)
         self._unclaimed: OrderedDict[str, tuple[float, L.HungUp]] = OrderedDict()
         self._keep_unclaimed_until = 0.0
 
@@ -272,7 +208,7 @@ class CallHandler:
                 live.ended_unseen_at = self.clock.monotonic()
                 return self._find_record(uuid, live)
             case L.Commit():
-                self._commit(uuid, live, action)
+                self.commits.commit(uuid, live, action)
         return None
 
     def _authorize(self, uuid: str, live: LiveLeg, a: L.Authorize) -> L.Event:
@@ -389,39 +325,6 @@ class CallHandler:
         self.metrics.calls_cut_off.inc()
         self._switch_call(live, "hangup", uuid, CUT_OFF_CAUSE)
 
-    def _commit(self, uuid: str, live: LiveLeg, c: L.Commit) -> None:
-        if self._try_commit(uuid, live, c) is not _Outcome.DONE:
-            # Redis is unreachable, or the script failed: the commit is idempotent, so it is
-            # tried again in the background (see _commit_until_done)
-            self._retrying[uuid] = c
-            g = self._retries.spawn(self._commit_until_done, uuid, live, c)
-            g.link_exception(_log_failure)
-
-    def _try_commit(self, uuid: str, live: LiveLeg, c: L.Commit) -> _Outcome:
-        try:
-            res = self.ledger.commit(
-                live.keys, uuid, c.billed_seconds, hangup_cause=c.cause,
-                created_usec=c.created_usec, answered_usec=c.answered_usec,
-                hangup_usec=c.hangup_usec, settlement=c.settlement,
-            )
-        except (redis.RedisError, LedgerBusy) as exc:
-            self.metrics.redis_errors.inc()
-            log.warning("call %s: commit failed (will retry): %s", uuid, exc)
-            return _Outcome.RETRY
-        except LedgerError as exc:
-            self.metrics.redis_errors.inc()
-            log.error("call %s: commit script failed: %s", uuid, exc)
-            return _Outcome.FAILED
-        if not res.ok and res.reason == LegRefusal.UNKNOWN_LEG and self._recreate(uuid, live):
-            return self._try_commit(uuid, live, c)
-        if not res.ok:
-            log.error("call %s: commit refused: %s", uuid, res.reason)
-            return _Outcome.DONE
-        self.metrics.commits.labels(c.settlement).inc()
-        for level, cost in enumerate(res.level_costs):
-            self.metrics.charged.labels(str(level)).inc(cost)
-        return _Outcome.DONE
-
     def _find_record(self, uuid: str, live: LiveLeg) -> L.Event | None:
         """The switch's record of a leg that ended unseen, looked for until the wait is over."""
         record = self.records.find(uuid)
@@ -437,50 +340,6 @@ class CallHandler:
             return L.NoRecord()
         self._reserve_timer(uuid, live, min(RECORD_RETRY, left), _FIND_RECORD_DUE)
         return None
-
-    def commit_pending(self, uuid: str) -> bool:
-        """True while this process retries the commit of `uuid` (Redis did not answer)."""
-        return uuid in self._retrying
-
-    def _commit_until_done(self, uuid: str, live: LiveLeg, c: L.Commit) -> None:
-        """Retry a commit: while Redis is unreachable or busy, until it answers; after a
-        script error, SCRIPT_ERROR_ATTEMPTS times in all. A commit given up leaves the leg
-        live in Redis, where the next start finds it ended and settles it again (from the
-        switch's record); the log line keeps everything the commit knew."""
-        backoff = Backoff(0.2, 5.0, jitter=0.0, clock=self.clock)
-        failures = 1
-        try:
-            while True:
-                gevent.sleep(backoff.next_delay())
-                outcome = self._try_commit(uuid, live, c)
-                if outcome is _Outcome.DONE:
-                    return
-                if outcome is _Outcome.FAILED:
-                    failures += 1
-                    if failures >= SCRIPT_ERROR_ATTEMPTS:
-                        self.metrics.commit_failures.inc()
-                        log.error("call %s: commit given up after %d script errors; the "
-                                  "leg stays live in Redis (%s)", uuid, failures, c)
-                        return
-        finally:
-            self._retrying.pop(uuid, None)
-
-    def wait_for_commits(self, timeout: float) -> bool:
-        """Wait (up to `timeout`) for commits still being retried; True when none is left.
-        At shutdown, the daemon then stops the rest (stop_commits)."""
-        done: bool = self._retries.join(timeout=timeout)  # gevent is untyped
-        return done
-
-    def stop_commits(self) -> int:
-        """Stop the commits still being retried; returns how many. Each leg stays live in
-        Redis: the next start finds its channel gone and settles it from the switch's
-        record, with its real times."""
-        left = dict(self._retrying)
-        for uuid, commit in left.items():
-            log.warning("call %s: commit still pending at shutdown (%s); the next start "
-                        "settles it", uuid, commit)
-        self._retries.kill(timeout=1.0)
-        return len(left)
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -528,7 +387,3 @@ class CallHandler:
 def _hung_up(ev: SwitchEvent) -> L.HungUp:
     return L.HungUp(ev.answered_usec, ev.hangup_usec, ev.billmsec, ev.hangup_cause,
                     ev.created_usec)
-
-
-def _log_failure(g: gevent.Greenlet) -> None:
-    log.error("a commit retry stopped on an unexpected error", exc_info=g.exc_info)

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rater.calls.handler import SwitchEvent
+from rater.calls.items import SwitchEvent
 from rater.clock import Clock, SystemClock
 from rater.config import FreeSwitchNode
 from rater.errors import NoSuchChannel, SwitchUnavailable
