@@ -25,7 +25,7 @@ from redis.cluster import ClusterNode
 from redis.crc import key_slot
 
 from rater.config import RedisConfig
-from rater.embedded import find_redis_server, free_port
+from rater.embedded import _server_env, find_redis_server, free_port
 from tests.redis_servers import RedisNode, wait_until
 
 SLOTS = 16384
@@ -34,7 +34,7 @@ SLOTS = 16384
 def server_major() -> int:
     """The major version of the redis-server the tests run."""
     out = subprocess.run([find_redis_server(), "--version"], capture_output=True, text=True,
-                         check=True).stdout
+                         check=True, env=_server_env(), timeout=30).stdout
     found = re.search(r"v=(\d+)\.", out)
     return int(found.group(1)) if found else 0
 
