@@ -292,10 +292,5 @@ def _make_cluster(
         username=username, password=password, **options)
 
 
-def is_cluster(client: Any) -> bool:
-    """True for a Redis Cluster client (no cross-slot commands, no single pool)."""
-    return isinstance(client, redis.RedisCluster)
-
-
 def keyspace_of(cfg: RedisConfig) -> KeySpace:
     return KeySpace(prefix=cfg.key_prefix, shards=cfg.shards)

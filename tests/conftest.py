@@ -20,6 +20,7 @@ import dataclasses  # noqa: E402
 import itertools  # noqa: E402
 import os  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 from urllib.parse import urlsplit, urlunsplit  # noqa: E402
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CONFIG = REPO / "config" / "rater.toml"
+EXAMPLE_DATASET = REPO / "config" / "example-dataset.json"
+# The example dataset's own "now": imported as of it, its orders are in their live period.
+EXAMPLE_NOW = datetime(2026, 11, 20, tzinfo=UTC)
 
 
 def _with_db(url: str, dbname: str) -> str:
@@ -153,6 +157,24 @@ def pg(database_url: str) -> Iterator[psycopg.Connection]:
     """An autocommit connection to this test's database, for checking rows."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture
+def example(cfg: Config, pg: psycopg.Connection, database_url: str, redis_url: str,
+            monkeypatch: pytest.MonkeyPatch) -> Config:
+    """The example dataset imported as of EXAMPLE_NOW and synced into Redis; the CLI's
+    environment points at this test's servers and it runs from the repository."""
+    from loader.dataset import import_dataset_file
+    from loader.sync import redis_client, sync_once
+
+    import_dataset_file(pg, EXAMPLE_DATASET, now=EXAMPLE_NOW)
+    rds = redis_client(cfg)
+    sync_once(cfg, rds)
+    rds.close()
+    monkeypatch.setenv("RATER_DATABASE_URL", database_url)
+    monkeypatch.setenv("RATER_REDIS_URL", redis_url)
+    monkeypatch.chdir(REPO)
+    return cfg
 
 
 @pytest.fixture

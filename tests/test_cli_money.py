@@ -4,32 +4,17 @@ entry point, against real PostgreSQL and Redis. Amounts from config/example-data
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import redis
 
-from loader.dataset import import_dataset_file
-from loader.sync import redis_client, sync_once
 from rater.cli import main
+from tests.conftest import EXAMPLE_NOW as IMPORT_TIME
 
 REPO = Path(__file__).resolve().parents[1]
-IMPORT_TIME = datetime(2026, 11, 20, tzinfo=UTC)
 
 pytestmark = pytest.mark.also_on_cluster
-
-
-@pytest.fixture
-def example(cfg, pg, database_url, redis_url, monkeypatch):
-    import_dataset_file(pg, REPO / "config" / "example-dataset.json", now=IMPORT_TIME)
-    rds = redis_client(cfg)
-    sync_once(cfg, rds)
-    rds.close()
-    monkeypatch.setenv("RATER_DATABASE_URL", database_url)
-    monkeypatch.setenv("RATER_REDIS_URL", redis_url)
-    monkeypatch.chdir(REPO)
-    return cfg
 
 
 def run_json(capsys, *argv: str) -> dict:

@@ -32,6 +32,7 @@ from tests.e2e_world import CC, UK, dataset, running_world
 from tests.process_world import CONFIG, PASSWORD, ProcessWorld, process_world
 from tests.redis_servers import wait_until
 from tests.test_redis_faults import (
+    LOAD_ACCOUNTS,
     REFUSED_CAUSE,
     Load,
     assert_nothing_lost,
@@ -196,7 +197,6 @@ def test_two_daemons_on_two_switches_never_overspend_a_shared_account(
 def busiest_primary(redis_cluster, world) -> object:
     """The primary holding the most load accounts' trees."""
     counts: dict[int, int] = {}
-    from tests.test_redis_faults import LOAD_ACCOUNTS
     for number in LOAD_ACCOUNTS:
         tag = world.daemon.snapshots.current.account(number).tag
         node = redis_cluster.owner(tag)
@@ -276,7 +276,6 @@ def test_slots_moved_mid_load_lose_nothing(cfg, database_url, redis_cluster):
     While a slot's keys are split between two nodes a script on them gets TRYAGAIN, which
     redis-py retries; ASK and MOVED are followed."""
     def reshard(world) -> str:
-        from tests.test_redis_faults import LOAD_ACCOUNTS
         tags = {world.daemon.snapshots.current.account(n).tag for n in LOAD_ACCOUNTS}
         moved = 0
         for tag in sorted(tags):

@@ -24,13 +24,11 @@ import json
 import queue
 import re
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from loader.dataset import import_dataset_file
 from loader.ratedeck import import_rate_deck
 from loader.sync import redis_client, run_sync, sync_once
 from rater.cli import main
@@ -50,9 +48,9 @@ from rater.packages.destinations import (
 )
 from rater.rating.chain import LegPlan, resolve_leg
 from rater.redis_client import keyspace_of, make_redis
+from tests.conftest import EXAMPLE_NOW as IMPORT_TIME
 
 REPO = Path(__file__).resolve().parents[1]
-IMPORT_TIME = datetime(2026, 11, 20, tzinfo=UTC)  # the dataset's "now": its orders are live
 R1, R2, ALICE, CAROL = "1000000001", "1000000002", "2000000001", "2000000003"
 GB_MOBILES = [("447", "United Kingdom Mobile"), ("4474", "United Kingdom Mobile - O2"),
               ("4475", "United Kingdom Mobile - Vodafone"),
@@ -114,18 +112,6 @@ def test_add_skips_what_the_product_has_and_remove_what_it_lacks():
 
 
 # --- the command on the example dataset -----------------------------------------------------
-
-@pytest.fixture
-def example(cfg, pg, database_url, redis_url, monkeypatch) -> Config:
-    import_dataset_file(pg, REPO / "config" / "example-dataset.json", now=IMPORT_TIME)
-    rds = redis_client(cfg)
-    sync_once(cfg, rds)
-    rds.close()
-    monkeypatch.setenv("RATER_DATABASE_URL", database_url)
-    monkeypatch.setenv("RATER_REDIS_URL", redis_url)
-    monkeypatch.chdir(REPO)
-    return cfg
-
 
 @pytest.fixture
 def deck(example, pg) -> Config:

@@ -104,15 +104,16 @@ class ClusterCalls:
     def __init__(self, client: redis.RedisCluster) -> None:
         self._client = client
         self._nodes = client.nodes_manager
-        self._per_pool: dict[int, KeptCalls] = {}
+        # keyed by the node's pool itself (not id()): a slot-map refresh makes new node
+        # clients, and an id reused by one of them must not reach another node's pool
+        self._per_pool: dict[Any, KeptCalls] = {}
 
     def call(self, *args: Any) -> Any:
         try:
-            node = self._nodes.slots_cache[key_slot(args[3].encode())][0]
-            pool_client = node.redis_connection
-            calls = self._per_pool.get(id(pool_client))
+            node_client = self._nodes.slots_cache[key_slot(args[3].encode())][0].redis_connection
+            calls = self._per_pool.get(node_client.connection_pool)
             if calls is None:
-                calls = self._per_pool[id(pool_client)] = KeptCalls(pool_client)
+                calls = self._per_pool[node_client.connection_pool] = KeptCalls(node_client)
             return calls.call(*args)
         except _REDIRECTED:
             return self._client.execute_command(*args)  # type: ignore[no-untyped-call]
