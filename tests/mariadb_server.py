@@ -63,7 +63,13 @@ class MariaDBServer:
                 self.workdir.chmod(0o755)
                 user_args = [f"--user={self._user.pw_name}"]
         data = self.workdir / "data"
-        common = ["--no-defaults", f"--datadir={data}", *user_args]
+        # its own temporary directory: bootstraps running at once (the two any-date runs)
+        # otherwise share /tmp and one deletes the other's temporary tables
+        tmp = self.workdir / "tmp"
+        tmp.mkdir(exist_ok=True)
+        if self._user is not None:
+            os.chown(tmp, self._user.pw_uid, self._user.pw_gid)
+        common = ["--no-defaults", f"--datadir={data}", f"--tmpdir={tmp}", *user_args]
         result = subprocess.run(
             [install, *common, "--auth-root-authentication-method=normal", "--skip-test-db",
              "--skip-name-resolve"],
