@@ -5,11 +5,12 @@
         uuid = sim.place_call("1000000001", "15557650000")
         sim.wait_for_hangup(uuid, timeout=10)
 
-It imports nothing from the daemon (`rater`), and the daemon imports it only in `rater demo`
-and `rater simulate`. See DESIGN.md §10 and the module docstrings: captured (the real
-captures, data files in captures/), templates (event header sets compiled from them), channel
-(one call), api (command replies), connection and server (sockets and faults), load; the
-Simulator (simulator) ties them together and is the sink each of them is given.
+It imports nothing from the daemon (`rater`), and the daemon never imports it: the demo
+(`rater_demo`) and the `fssim` command (`python -m fssim`) run it. See DESIGN.md §10 and the
+module docstrings: captured (the real captures, data files in captures/), templates (event
+header sets compiled from them), channel (one call), api (command replies), connection and
+server (sockets and faults), load; the Simulator (simulator) ties them together and is the
+sink each of them is given.
 """
 
 from fssim.channel import CallState, Channel

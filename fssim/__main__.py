@@ -1,4 +1,5 @@
-"""Run the FreeSWITCH simulator on its own: `python -m fssim --cps 50 --count 1000`.
+"""Run the FreeSWITCH simulator on its own: `fssim --cps 50 --count 1000` (the console script)
+or `python -m fssim --cps 50 --count 1000`.
 
 Without --cps it only serves connections (and whatever calls a client triggers) until
 interrupted; with --cps it places calls and exits once --count calls completed or --duration
@@ -173,8 +174,8 @@ def write_report(path: Path, generator: LoadGenerator) -> None:
     tmp.replace(path)
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m fssim") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fssim", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     parser.add_argument("--log-level", default="INFO")

@@ -14,8 +14,6 @@ from rater.errors import RaterError  # noqa: E402
 # Each module registers its subcommands; the order is the order of `rater --help`.
 COMMAND_MODULES = (
     "rater.commands.run",
-    "rater.commands.demo",
-    "rater.commands.simulate",
     "rater.commands.quote",
     "rater.commands.balance",
     "rater.commands.products",

@@ -1,5 +1,6 @@
-"""`rater demo` as a user runs it: a subprocess that must exit 0, print a summary whose totals
-match PostgreSQL (its reconcile line), and leave nothing running on exit or on Ctrl-C."""
+"""The demo (`rater-demo`, what `./scripts/demo` runs) as a user runs it: a subprocess that
+must exit 0, print a summary whose totals match PostgreSQL (its reconcile line), and leave
+nothing running on exit or on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -15,10 +16,8 @@ import pytest
 
 from tests.faketime import libfaketime
 
-pytestmark = pytest.mark.slow
-
 REPO = Path(__file__).resolve().parents[1]
-RATER = [sys.executable, "-m", "rater.cli"]
+DEMO = [sys.executable, "-m", "rater_demo"]
 
 
 def started_dir(output: str) -> str:
@@ -49,8 +48,7 @@ def package_seconds_of_customers(output: str) -> int:
 
 
 def run_demo(env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run([*RATER, "demo", "--duration", "4", "--cps", "8",
-                                   "--metrics-port", "0"],
+    proc = subprocess.run([*DEMO, "--duration", "4", "--cps", "8", "--metrics-port", "0"],
                           cwd=REPO, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
@@ -64,11 +62,28 @@ def run_demo(env: dict[str, str] | None = None) -> str:
     return out
 
 
+def test_the_demo_command_and_the_script_agree_on_its_options():
+    """`./scripts/demo` runs `.venv/bin/rater-demo` and passes options through (adding
+    --metrics-port with --prometheus): that command exists and takes them."""
+    script = (REPO / "scripts" / "demo").read_text()
+    assert 'exec .venv/bin/rater-demo "$@"' in script
+    assert '.venv/bin/rater-demo "$@" --metrics-port "$port"' in script
+    proc = subprocess.run([*DEMO, "--help"], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for option in ("--cps", "--duration", "--metrics-port", "--dataset", "--config",
+                   "--log-level"):
+        assert option in proc.stdout
+    assert proc.stdout.startswith("usage: rater-demo")
+
+
+@pytest.mark.slow
 def test_demo_runs_and_its_summary_matches_postgres():
     out = run_demo()
     assert package_seconds_of_customers(out) > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shift", ["+365d", "+1000d"])
 def test_demo_uses_package_minutes_on_a_later_date(shift):
     """The example dataset's orders are dated; import moves recurring ones to the current
@@ -80,9 +95,9 @@ def test_demo_uses_package_minutes_on_a_later_date(shift):
     assert package_seconds_of_customers(run_demo(env)) > 0
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_demo_cleanly():
-    proc = subprocess.Popen([*RATER, "demo", "--duration", "600", "--cps", "5",
-                                     "--metrics-port", "0"],
+    proc = subprocess.Popen([*DEMO, "--duration", "600", "--cps", "5", "--metrics-port", "0"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     lines = []

@@ -124,7 +124,7 @@ def test_rater_run_with_the_example_config_rates_calls_and_stops_on_sigterm(
     sync_once(cfg, rds)
     rds.close()
     sim = subprocess.Popen(
-        [sys.executable, "-m", "rater.cli", "simulate", "--listen", "127.0.0.1:0", "--cps", "5",
+        [sys.executable, "-m", "fssim", "--listen", "127.0.0.1:0", "--cps", "5",
          "--count", "10", "--talk", "1:2", "--accounts", "2000000022",
          "--destinations", "447700900123", "--wait-listener"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

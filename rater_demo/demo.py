@@ -1,4 +1,4 @@
-"""`rater demo`: the whole product on one machine with nothing installed but Python.
+"""One demo run: the whole product on one machine with nothing installed but Python.
 
 Private Redis and PostgreSQL in a temporary directory, the example dataset, the FreeSWITCH
 simulator placing calls, the daemon rating them. Live progress every second, a summary from
@@ -16,12 +16,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 import gevent
 import psycopg
 from gevent.event import Event
 
+from fssim import Simulator
 from loader.dataset import import_dataset_file
 from loader.migrate import migrate
 from loader.sync import redis_client, sync_once
@@ -31,9 +32,6 @@ from rater.db import one_row
 from rater.embedded import EmbeddedServers
 from rater.money import format_micros
 from rater.reconcile import reconcile
-
-if TYPE_CHECKING:
-    from fssim import Simulator
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +101,6 @@ class Demo:
             self.say(f"loader sync: {sync_once(cfg, rds).describe()}")
         finally:
             rds.close()
-        from fssim import Simulator  # the simulator is not part of the daemon: only here
-
         sim = Simulator(heartbeat=20).start()
         node = FreeSwitchNode(name="sim", host="127.0.0.1", port=sim.port,
                               password=sim.password)
