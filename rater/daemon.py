@@ -22,6 +22,7 @@ import redis
 
 from rater import sdnotify
 from rater.calls.adoption import NodeCheck
+from rater.calls.decision_socket import DecisionSocket
 from rater.calls.handler import CallHandler
 from rater.calls.switch import NodeLink, switch_event
 from rater.calls.switch_records import NoSwitchRecords, PostgresSwitchRecords
@@ -75,6 +76,14 @@ class Daemon:
             cfg, self.ledger, lambda: self.snapshots.current, self.nodes,
             lambda uuid, event: self.dispatcher.submit((uuid, event)), self.metrics, self.clock,
             self.records)
+        self.decisions: DecisionSocket | None = None
+        address = cfg.decision_socket.address()
+        if address is not None:
+            self.handler.keep_unclaimed = True
+            self.decisions = DecisionSocket(
+                *address, self.nodes, self.dispatcher.submit, self.metrics,
+                timeout=max(n.command_timeout for n in cfg.freeswitch),
+                decide_within=cfg.decision_socket.decide_within, clock=self.clock)
         self.checks = {name: NodeCheck(self.handler, link, ADOPTION_TIMEOUT,
                                        busy=self.dispatcher.busy)
                        for name, link in self.nodes.items()}
@@ -157,6 +166,13 @@ class Daemon:
             sup.spawn("renewals", lambda: self._renewals(stop))
         sup.spawn("gauges", lambda: self._gauges(stop))
         sup.spawn("channel-sync", lambda: self._channel_sync(stop))
+        if self.decisions is not None:
+            try:
+                self.decisions.start()
+            except OSError as exc:
+                raise StartupError(f"decision_socket.listen {self.cfg.decision_socket.listen}: "
+                                   f"{exc.strerror or exc}") from None
+            log.info("decision socket on %s:%d", *self.decisions.address)
         if self.cfg.metrics.enabled:
             self.status = StatusServer(self.cfg.metrics.host, self.cfg.metrics.port,
                                        self.metrics, self.health)
@@ -193,6 +209,8 @@ class Daemon:
         sdnotify.notify("STOPPING=1")
         self.supervisor.stop_requested.set()
         self.handler.accepting = False
+        if self.decisions is not None:
+            self.decisions.stop()  # the switch cannot connect now: its dialplan parks calls
         grace = 0.0 if self.supervisor.signals > 1 else SHUTDOWN_GRACE
         deadline = time.monotonic() + grace
         self.dispatcher.join(max(0.0, deadline - time.monotonic()))

@@ -17,6 +17,7 @@ DECISION_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.
 # Label values known in advance (refusal reasons: rater.reasons.Reason).
 RESERVATION_RESULTS = ("ok", "short", "refused", "error")
 SETTLEMENTS = ("final", "switch_record", "unanswered", "as_reserved")
+DECISION_SOCKET_RESULTS = ("asked", "released", "foreign")
 CHANNEL_SYNC_FINDINGS = ("gone", "parked", "readmit", "answered")
 RENEWAL_OUTCOMES = ("renewed", "released", "failed")
 
@@ -59,8 +60,14 @@ class Metrics:
             "rater_charged_micros", "Money charged on settled legs, in micro-units, by chain "
             "level (0 = customer).", ["level"], registry=r)
         self.decision_seconds = Histogram(
-            "rater_park_decision_seconds", "From CHANNEL_PARK received to the decision sent.",
+            "rater_park_decision_seconds", "From the call's question received (CHANNEL_PARK, "
+            "or its data on the decision socket) to the decision sent.",
             buckets=DECISION_BUCKETS, registry=r)
+        self.decision_socket = Counter(
+            "rater_decision_socket_calls", "Calls that asked on the decision socket: "
+            "asked (every one), released (let go undecided: their dialplan parks them), "
+            "foreign (from a switch that is none of the configured nodes; released too).",
+            ["result"], registry=r)
         self.esl_connected = Gauge(
             "rater_esl_connected", "1 when the Event Socket connection to a node is up.",
             ["node"], registry=r)
@@ -100,6 +107,7 @@ class Metrics:
                                (self.reservations, RESERVATION_RESULTS),
                                (self.commits, SETTLEMENTS),
                                (self.channel_sync, CHANNEL_SYNC_FINDINGS),
+                               (self.decision_socket, DECISION_SOCKET_RESULTS),
                                (self.renewals, RENEWAL_OUTCOMES)):
             for value in values:
                 metric.labels(value)

@@ -11,8 +11,9 @@ the tier installs into it, and where sipp (tests/freeswitch_sipp.py) sends its c
 What the switch needs (README, "Real-switch test tier"): a stock-like configuration whose
 authenticating profile sends directory users to their user_context ("default"), a profile
 landing in "public", the stock dialplan/directory includes, and nothing else using it.
-The harness installs the shipped dialplan (only the far-end dial strings rewritten, see
-`point_far_ends`) and one directory user per account, runs `reloadxml`, and removes it all
+The harness installs the shipped dialplan (only the far-end dial strings and the decision
+socket's address rewritten, see `point_far_ends` and `point_socket`) and one directory user
+per account, runs `reloadxml`, and removes it all
 at the end. The rater side (dataset, daemon, fixtures) is tests/freeswitch_world.py; all
 three are also used by benchmarks/bench_freeswitch.py.
 """
@@ -137,10 +138,26 @@ _BRIDGE = re.compile(r'(<action application="bridge" data=")([^"]*)(")')
 def point_far_ends(rated_xml: str, far_end: str, profile: str = "internal") -> str:
     """The shipped rated.xml with its bridge dial strings (the far ends: the carrier gateway,
     the DID owner's phone) sent to `far_end` (host:port) through sofia `profile`. This is the
-    only change the tier makes to a shipped file."""
+    only change the tier makes to rated.xml."""
     out, n = _BRIDGE.subn(rf"\g<1>sofia/{profile}/$1@{far_end}\g<3>", rated_xml)
     if n != 2:
         raise ValueError(f"rated.xml: expected 2 bridge actions, found {n}")
+    return out
+
+
+_SOCKET = re.compile(r'( *<action application="socket" data=")([^"]*)("/>\n)')
+
+
+def point_socket(dialplan_xml: str, address: str | None) -> str:
+    """A shipped dialplan file whose `socket` action (the rater's decision socket) names
+    `address` (host:port) instead of the shipped 127.0.0.1:8084; None removes the action,
+    so that calls park at once (the daemon's other path)."""
+    if address is None:
+        out, n = _SOCKET.subn("", dialplan_xml)
+    else:
+        out, n = _SOCKET.subn(rf"\g<1>{address}\g<3>", dialplan_xml)
+    if n != 1:
+        raise ValueError(f"expected one socket action, found {n}")
     return out
 
 
@@ -176,13 +193,15 @@ class SwitchFiles:
             self.installed[path] = path.read_text() if path.exists() else None
         path.write_text(text)
 
-    def install_rater(self, far_end: str, users: Iterable[SipUser]) -> None:
+    def install_rater(self, far_end: str, users: Iterable[SipUser],
+                      decision_socket: str | None) -> None:
         """The shipped dialplan (outbound into default, inbound into public, rated as its own
-        context) and one directory user per account."""
-        self.put("dialplan/default/00_rater_outbound.xml",
-                 (SHIPPED / "00_rater_outbound.xml").read_text())
-        self.put("dialplan/public/00_rater_inbound.xml",
-                 (SHIPPED / "00_rater_inbound.xml").read_text())
+        context), asking the decision socket at `decision_socket` (None: calls park), and
+        one directory user per account."""
+        self.put("dialplan/default/00_rater_outbound.xml", point_socket(
+            (SHIPPED / "00_rater_outbound.xml").read_text(), decision_socket))
+        self.put("dialplan/public/00_rater_inbound.xml", point_socket(
+            (SHIPPED / "00_rater_inbound.xml").read_text(), decision_socket))
         self.put("dialplan/rated.xml", point_far_ends((SHIPPED / "rated.xml").read_text(),
                                                       far_end))
         for u in users:
@@ -228,9 +247,11 @@ class Lab:
     shipped FreeSWITCH side has a mod_cdr_pg_csv configuration and the switch runs the
     module, `records_to` points it at a test's database."""
 
-    def __init__(self, settings: LabSettings, workdir: Path, accounts: Iterable[str]) -> None:
+    def __init__(self, settings: LabSettings, workdir: Path, accounts: Iterable[str],
+                 decision_socket: str | None = None) -> None:
         self.settings = settings
         self.workdir = workdir
+        self.decision_socket = decision_socket
         self.esl = EslClient(settings.esl, settings.password)
         self.domain = self.esl.api("global_getvar domain").strip() or settings.sip[0]
         self.caller_prefix = f"t{secrets.randbelow(9000) + 1000}"
@@ -240,11 +261,17 @@ class Lab:
         self.uas = Uas(settings.sipp, workdir)
         self.files = SwitchFiles(settings.conf_dir, self.esl)
         try:
-            self.files.install_rater(self.uas.address, self.users.values())
+            self.files.install_rater(self.uas.address, self.users.values(), decision_socket)
             self.files.reload()
         except Exception:
             self.close()
             raise
+
+    def use_decision_socket(self, address: str | None) -> None:
+        """Install the shipped dialplan again asking `address` (None: calls park at once)."""
+        self.files.install_rater(self.uas.address, self.users.values(), address)
+        self.files.reload()
+        self.decision_socket = address
 
     def caller(self, n: int) -> str:
         return f"{self.caller_prefix}{n:05d}"

@@ -179,7 +179,7 @@ class RatedWorld:
         self.config.write_text(string.Template((DATA / "rater.toml").read_text()).substitute(
             redis_url=redis_url, database_url=database_url, esl_host=host, esl_port=port,
             esl_password=lab.settings.password, debit_interval=debit_interval,
-            metrics_port=metrics_port))
+            metrics_port=metrics_port, decision_socket=lab.decision_socket or ""))
         self.daemon = RaterProcess(self.config, metrics_port, self.env, workdir / "daemon.log")
         self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
         self.keys = KeySpace("rt", SHARDS)
@@ -292,7 +292,9 @@ def switch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     if _LAB:
         yield _LAB[0]
         return
-    lab = Lab(settings, tmp_path_factory.mktemp("switch"), [*accounts(), UNKNOWN])
+    # calls ask the daemon on its decision socket, as the shipped dialplan has them do
+    lab = Lab(settings, tmp_path_factory.mktemp("switch"), [*accounts(), UNKNOWN],
+              decision_socket=f"127.0.0.1:{free_port()}")
     _LAB.append(lab)
     try:
         yield lab

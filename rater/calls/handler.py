@@ -12,7 +12,6 @@ import logging
 import math
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
 import redis
 
@@ -20,17 +19,19 @@ from rater.calls import leg as L
 from rater.calls.commits import Commits
 from rater.calls.items import (
     AdoptLeg,
+    AskedCall,
     CutOff,
     FindRecordDue,
     Readmit,
     SwitchControl,
     SwitchEvent,
 )
+from rater.calls.leg_switch import LegSwitch
 from rater.calls.registry import LegRegistry, LiveLeg
 from rater.calls.switch_records import NoSwitchRecords, SwitchRecords
 from rater.clock import Clock, SystemClock
 from rater.config import Config, hangup_cause
-from rater.errors import CommandFailed, LedgerError, SwitchError
+from rater.errors import LedgerError
 from rater.esl import commands
 from rater.ledger.client import Ledger
 from rater.metrics import Metrics
@@ -72,7 +73,7 @@ class CallHandler:
         self.cfg = cfg
         self.ledger = ledger
         self.snapshot = snapshot
-        self.switches = switches
+        self.switch = LegSwitch(switches)
         self.submit = submit
         self.metrics = metrics
         self.clock = clock or SystemClock()
@@ -82,6 +83,9 @@ class CallHandler:
         self.commits = Commits(ledger, metrics, self.clock, self._recreate)
         self._unclaimed: OrderedDict[str, tuple[float, L.HungUp]] = OrderedDict()
         self._keep_unclaimed_until = 0.0
+        # With the decision socket, a call's hangup comes on another connection than its
+        # question and could (in theory) be handled first: such hangups are always kept.
+        self.keep_unclaimed = False
 
     def adoption_started(self) -> None:
         """Keep hangups of unknown legs for a while: adoption may take them up next."""
@@ -98,6 +102,9 @@ class CallHandler:
                 return
             live = self.legs.get(uuid)
             events = [event]
+        elif isinstance(item, AskedCall):
+            self._asked(uuid, live, item)
+            return
         elif isinstance(item, AdoptLeg):
             if live is not None:
                 return  # this process already follows it
@@ -147,6 +154,30 @@ class CallHandler:
             return _hung_up(ev)
         return None
 
+    def _asked(self, uuid: str, live: LiveLeg | None, item: AskedCall) -> None:
+        """A call asking on the decision socket: decided as a parked one, the answer sent
+        on its connection. One this process cannot take (already known, not rated, not
+        accepting, or given up by the socket meanwhile) is released to its dialplan."""
+        ev, control = item.event, item.control
+        if live is not None or not ev.rated or not self.accepting or not control.open:
+            control.release()
+            return
+        live = self.legs.create(uuid, ev.node, self.clock.monotonic())
+        live.parked_at = live.created_at
+        live.asking = control
+        self.metrics.live_legs.set(len(self.legs))
+        events: list[L.Event] = [L.Parked(ev.account, ev.direction, ev.destination, ev.caller,
+                                          ev.created_usec, ev.answered_usec)]
+        seen = self._unclaimed.pop(uuid, None)
+        if seen is not None:
+            events.append(seen[1])  # its hangup was handled before its question
+        try:
+            self._run(uuid, live, events)
+        finally:
+            live.asking = None
+            if control.open:  # nothing was sent on it: let the dialplan go on (and park)
+                control.release()
+
     def _keeping_unclaimed(self) -> bool:
         now = self.clock.monotonic()
         unclaimed = self._unclaimed
@@ -155,7 +186,7 @@ class CallHandler:
             if now - first[0] <= ADOPTION_WINDOW:
                 break
             unclaimed.popitem(last=False)
-        return now < self._keep_unclaimed_until
+        return self.keep_unclaimed or now < self._keep_unclaimed_until
 
     def _adopt(self, uuid: str, a: AdoptLeg) -> tuple[LiveLeg, list[L.Event]]:
         live = self.legs.create(uuid, a.node, self.clock.monotonic())
@@ -250,7 +281,8 @@ class CallHandler:
 
     def _refuse(self, uuid: str, live: LiveLeg, reason: str) -> None:
         self.metrics.calls_refused.labels(reason).inc()
-        self._switch_call(live, "hangup", uuid, hangup_cause(self.cfg, reason))
+        self.switch.call(live, "hangup", uuid, hangup_cause(self.cfg, reason),
+                          decision=True)
         self._observe_decision(live)
 
     def _admit(self, uuid: str, live: LiveLeg, max_seconds: int, answered_usec: int) -> None:
@@ -260,13 +292,13 @@ class CallHandler:
         net = max_seconds if self.cfg.rating.safety_net == "authorized" else live.leg.first_net()
         # A switch that did not answer keeps the call parked: the channel sync sends the
         # admit again (Readmit) once it sees the channel still waiting in park.
-        live.admit_failed = not self._switch_call(
+        live.admit_failed = not self.switch.call(
             live, "admit", uuid, net, live.destination,
-            self.cfg.rating.transfer_context, variables, answered_usec)
+            self.cfg.rating.transfer_context, variables, answered_usec, decision=True)
         self._observe_decision(live)
 
     def _reserve(self, live: LiveLeg, a: L.Reserve) -> L.Event:
-        if a.seq > 1 and not self._channel_exists(live):
+        if a.seq > 1 and not self.switch.channel_exists(live):
             # the hangup was lost: never extend a call the switch no longer has
             log.warning("call %s: reservation %d due but the channel is gone", live.leg.uuid,
                         a.seq)
@@ -315,7 +347,7 @@ class CallHandler:
         if self.cfg.rating.safety_net != "reserved":
             return
         seconds = math.ceil(self._until(live, at_seconds)) + 1
-        live.net_behind = not self._switch_call(live, "arm_net", uuid, max(1, seconds))
+        live.net_behind = not self.switch.call(live, "arm_net", uuid, max(1, seconds))
 
     def _reserve_timer(self, uuid: str, live: LiveLeg, delay: float, item: object) -> None:
         self.legs.set_reserve_timer(live, delay, self.submit, uuid, item)
@@ -323,7 +355,7 @@ class CallHandler:
     def _cut_off(self, uuid: str, live: LiveLeg) -> None:
         log.info("call %s: paid time over after %ss, hanging up", uuid, live.leg.granted)
         self.metrics.calls_cut_off.inc()
-        self._switch_call(live, "hangup", uuid, CUT_OFF_CAUSE)
+        self.switch.call(live, "hangup", uuid, CUT_OFF_CAUSE)
 
     def _find_record(self, uuid: str, live: LiveLeg) -> L.Event | None:
         """The switch's record of a leg that ended unseen, looked for until the wait is over."""
@@ -347,36 +379,6 @@ class CallHandler:
         """Seconds from now until the call reaches `at_seconds` after its answer."""
         answered = live.leg.answered_usec / 1_000_000
         return answered + at_seconds - self.clock.now()
-
-    def _switch_call(self, live: LiveLeg, method: str, *args: Any) -> bool:
-        """Run a switch operation; False when the switch could not be reached (the call
-        is still as it was), True otherwise (done, or the channel is gone)."""
-        switch = self.switches.get(live.node)
-        if switch is None:
-            log.error("call %s: no connection to node %s", live.leg.uuid, live.node)
-            return False
-        try:
-            getattr(switch, method)(*args)
-        except CommandFailed as exc:
-            # typically "-ERR No such channel!": the caller left; its hangup event settles it
-            log.info("call %s: %s: %s", live.leg.uuid, method, exc)
-        except SwitchError as exc:
-            log.warning("call %s: %s failed: %s", live.leg.uuid, method, exc)
-            return False
-        except ValueError as exc:  # a value no command may carry: sending again cannot help
-            log.error("call %s: %s cannot be sent: %s", live.leg.uuid, method, exc)
-        return True
-
-    def _channel_exists(self, live: LiveLeg) -> bool:
-        """Whether the switch still has the leg's channel (True when it cannot tell)."""
-        switch = self.switches.get(live.node)
-        if switch is None:
-            return True
-        try:
-            return switch.exists(live.leg.uuid)
-        except SwitchError as exc:
-            log.info("call %s: cannot check the channel: %s", live.leg.uuid, exc)
-            return True
 
     def _observe_decision(self, live: LiveLeg) -> None:
         if live.parked_at:

@@ -22,6 +22,21 @@ class SwitchControl(Protocol):
     def arm_net(self, uuid: str, seconds: int) -> None: ...
 
 
+class AskingControl(Protocol):
+    """A call waiting on its decision-socket connection: admit or hang it up there, once
+    (rater.calls.decision_socket implements it), or release it to its dialplan."""
+
+    @property
+    def open(self) -> bool: ...
+
+    def admit(self, uuid: str, net_seconds: int, destination: str, context: str,
+              variables: dict[str, str], answered_usec: int = 0) -> None: ...
+
+    def hangup(self, uuid: str, cause: str) -> None: ...
+
+    def release(self) -> None: ...
+
+
 @dataclass(slots=True)  # not frozen: built for every event, and frozen inits cost 6x
 class SwitchEvent:
     """The fields of a channel event the handler reads (built by the ESL layer)."""
@@ -66,3 +81,12 @@ class AdoptLeg:
     keys: list[str]
     adopted: L.Adopted
     on_switch: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AskedCall:
+    """A call that asks for its decision on a decision-socket connection (instead of
+    parking): its data as a CHANNEL_PARK would carry it, and where to answer."""
+
+    event: SwitchEvent
+    control: AskingControl

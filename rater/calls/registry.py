@@ -29,6 +29,7 @@ class LiveLeg:
     caller: str = ""
     created_at: float = 0.0           # monotonic: when this process took the leg up
     parked_at: float = 0.0            # monotonic, for the park-to-decision latency
+    asking: Any = None                # AskingControl of a call waiting on the decision socket
     admit_failed: bool = False        # the switch did not get the admit; the call waits parked
     net_behind: bool = False          # the switch did not get the last safety-net move
     ended_unseen_at: float = 0.0      # monotonic: when the leg was found gone unseen

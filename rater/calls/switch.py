@@ -72,6 +72,20 @@ def switch_event(node: str, ev: ChannelEvent) -> SwitchEvent:
     )
 
 
+def admit_values(variables: dict[str, str], net_seconds: int, answered_usec: int,
+                 now_s: int) -> tuple[dict[str, str], int | None]:
+    """What admitting a leg sets on its channel, and the safety net to schedule at once
+    (seconds from now), if any: a call not yet answered gets the net armed on its answer
+    (`execute_on_answer`), one answered before it was decided gets it now, counted from
+    its answer. N = net_seconds + 1 because FreeSWITCH schedules in whole epoch seconds
+    (see NodeLink.admit)."""
+    net = net_seconds + 1
+    if not answered_usec:
+        return {**variables, "execute_on_answer": f"sched_hangup +{net} {NET_CAUSE}"}, None
+    talked = max(0, now_s - answered_usec // 1_000_000)
+    return variables, max(1, net - talked)
+
+
 @dataclass(frozen=True, slots=True)
 class ChannelRow:
     """One channel of `show channels as json`: what the channel sync needs of it."""
@@ -116,6 +130,7 @@ class NodeLink:
         self._on_connected_cb = on_connected
         self._metrics = metrics
         self._events_seen = metrics.esl_events.labels(node.name)  # counted on every event
+        self._core_uuid: str | None = None  # asked once per connection (core_uuid())
         liveness = 2 * node.heartbeat_interval + 5
         self.events = EslConnection(
             node.host, node.port, node.password, name=f"{node.name}/events",
@@ -142,6 +157,7 @@ class NodeLink:
             self._submit((uuid, (self.name, ev)))
 
     def _connected(self, _conn: EslConnection) -> None:
+        self._core_uuid = None  # a restarted switch has a new one
         self._metrics.esl_reconnects.labels(self.name).inc()
         self._on_connected_cb(self)
 
@@ -161,14 +177,12 @@ class NodeLink:
 
         (One inline `uuid_transfer 'set:…,transfer:…' inline` would do it in one command,
         but cost FreeSWITCH 5 ms more CPU per call than these: benchmarks/README.md.)"""
-        net = net_seconds + 1
-        values = variables if answered_usec else {
-            **variables, "execute_on_answer": f"sched_hangup +{net} {NET_CAUSE}"}
+        values, net_now = admit_values(variables, net_seconds, answered_usec,
+                                       int(self._clock.now()))
         self._commands_ready()
         self.commands.api(commands.uuid_setvar_multi(uuid, values))
-        if answered_usec:
-            talked = max(0, int(self._clock.now()) - answered_usec // 1_000_000)
-            self.commands.api(commands.sched_hangup(max(1, net - talked), uuid, NET_CAUSE))
+        if net_now is not None:
+            self.commands.api(commands.sched_hangup(net_now, uuid, NET_CAUSE))
         self.commands.api(commands.uuid_transfer(uuid, destination, context))
 
     def arm_net(self, uuid: str, seconds: int) -> None:
@@ -193,6 +207,16 @@ class NodeLink:
         # the command connection may still be (re)connecting while events already flow
         if not self.commands.wait_ready(self.node.command_timeout):
             raise SwitchUnavailable(f"{self.name}: command connection not ready")
+
+    def core_uuid(self, timeout: float, fresh: bool = False) -> str:
+        """The node's Core-UUID (new at every start of FreeSWITCH), asked once per
+        connection unless `fresh`: it names the node a decision-socket call comes from."""
+        if self._core_uuid is None or fresh:
+            if not self.commands.wait_ready(timeout):
+                raise SwitchUnavailable(f"{self.name}: command connection not ready")
+            value = self.commands.api(commands.global_getvar("core_uuid"), timeout=timeout)
+            self._core_uuid = value.strip()
+        return self._core_uuid
 
     def channels(self, timeout: float) -> dict[str, ChannelRow]:
         """Every channel the node has now (`show channels as json`, which FreeSWITCH reads

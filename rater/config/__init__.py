@@ -16,6 +16,7 @@ from rater.config.sanity import REFUSAL_REASONS, validate
 from rater.config.sections import (
     Config,
     DatabaseConfig,
+    DecisionSocketConfig,
     FlusherConfig,
     FreeSwitchNode,
     LogConfig,
@@ -34,6 +35,7 @@ __all__ = [
     "REFUSAL_REASONS",
     "Config",
     "DatabaseConfig",
+    "DecisionSocketConfig",
     "FlusherConfig",
     "FreeSwitchNode",
     "LogConfig",

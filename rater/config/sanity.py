@@ -66,6 +66,12 @@ def validate(cfg: Config) -> None:
     need(sr.table.replace("_", "").isalnum() and not sr.table[:1].isdigit(),
          "switch_records.table", "must be a plain SQL identifier (letters, digits, _)")
     need(sr.wait_seconds >= 0, "switch_records.wait_seconds", "must be >= 0")
+    ds = cfg.decision_socket
+    try:
+        ds.address()
+    except ValueError as exc:
+        need(False, "decision_socket.listen", str(exc))
+    need(ds.decide_within > 0, "decision_socket.decide_within", "must be positive")
     f = cfg.flusher
     need(1 <= f.batch_size <= 100_000, "flusher.batch_size", "must be between 1 and 100000")
     need(f.block_ms >= 1, "flusher.block_ms", "must be positive")

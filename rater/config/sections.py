@@ -140,6 +140,31 @@ class RatingConfig:
 
 
 @dataclass(frozen=True)
+class DecisionSocketConfig:
+    listen: str = _doc(
+        "host:port where FreeSWITCH's `socket` application asks for each call's decision "
+        "(the shipped dialplan asks 127.0.0.1:8084 before it parks a call: faster call "
+        "setup, less work for the switch). Empty: not listening; calls park and are "
+        "decided from CHANNEL_PARK.",
+        default="",
+    )
+    decide_within: float = _doc(
+        "Seconds a call may wait on the socket for its decision; then it is released to "
+        "its dialplan, which parks it.",
+        default=5.0,
+    )
+
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to listen on, None when off. Raises ValueError if malformed."""
+        if not self.listen:
+            return None
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"expected host:port, got {self.listen!r}")
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
 class SwitchRecordsConfig:
     source: str = _doc(
         "Where FreeSWITCH's own per-call records are: 'postgres' (mod_cdr_pg_csv writing "
@@ -205,6 +230,7 @@ class Config:
     snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
     renewal: RenewalConfig = field(default_factory=RenewalConfig)
     switch_records: SwitchRecordsConfig = field(default_factory=SwitchRecordsConfig)
+    decision_socket: DecisionSocketConfig = field(default_factory=DecisionSocketConfig)
     currency: str = "USD"
 
     def describe(self) -> dict[str, Any]:

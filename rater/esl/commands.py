@@ -161,13 +161,14 @@ def uuid_transfer(uuid: str, destination: str, context: str, dialplan: str = "XM
 
 
 def transferable(destination: str) -> bool:
-    """Whether `uuid_transfer` can carry this destination (one word: no quotes, spaces,
-    ';' or '\\', which FreeSWITCH would split on)."""
+    """Whether a transfer can carry this destination: one word (no quotes, spaces, ';' or
+    '\\', which FreeSWITCH would split on) and no '$' (the `transfer` application, run
+    through the decision socket, would expand it)."""
     try:
         _token(destination, "destination")
     except ValueError:
         return False
-    return True
+    return "$" not in destination
 
 
 def sched_hangup(seconds: int, uuid: str, cause: str | None = None) -> str:
@@ -222,3 +223,47 @@ def check_reply(text: str, command: str) -> str:
     if stripped.startswith(("-ERR", "-USAGE")):
         raise CommandFailed(f"{_describe(command)}: {stripped}")
     return text
+
+
+# --- outbound mode (FreeSWITCH's `socket` application connected to us) ------------------------
+
+# The application data of `sendmsg` is expanded by the channel (`${...}` runs variables and
+# api calls), so values sent that way must not hold a '$' either.
+_MULTISET_DELIM = "|"
+
+
+def connect() -> bytes:
+    """`connect`: the first command of an outbound connection; FreeSWITCH answers with the
+    channel's data (a command/reply carrying every channel header and variable)."""
+    return _line("connect")
+
+
+def execute(app: str, arg: str) -> bytes:
+    """`sendmsg` running one dialplan application on the connected channel. In the
+    `socket` application's default (static, not async) mode it runs at once, in the
+    channel's own thread, and the reply comes after it."""
+    if not _VAR_NAME.fullmatch(app):
+        raise ValueError(f"bad application name: {app!r}")
+    arg = _value(arg, f"argument of {app}")
+    if "$" in arg:
+        raise ValueError(f"argument of {app} contains '$', which the channel would expand: "
+                         f"{arg!r}")
+    return (f"sendmsg\ncall-command: execute\nexecute-app-name: {app}\n"
+            f"execute-app-arg: {arg}").encode() + _END
+
+
+def multiset_arg(variables: Mapping[str, str]) -> str:
+    """`multiset`'s argument for these variables: `^^|k=v|k=v` (values may hold spaces)."""
+    if not variables:
+        raise ValueError("multiset needs at least one variable")
+    pairs = []
+    for name, value in variables.items():
+        if _MULTISET_DELIM in value:
+            raise ValueError(f"value of {name} contains {_MULTISET_DELIM!r}: {value!r}")
+        pairs.append(f"{_var_name(name)}={_value(value, f'value of {name}')}")
+    return f"^^{_MULTISET_DELIM}" + _MULTISET_DELIM.join(pairs)
+
+
+def global_getvar(name: str) -> str:
+    """A global variable's value (`core_uuid`: the switch's id until it restarts)."""
+    return f"global_getvar {_var_name(name)}"
