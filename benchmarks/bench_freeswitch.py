@@ -6,14 +6,18 @@
 
 The switch is the real-switch test tier's (same variables, same installed files: see
 tests/freeswitch_lab.py and README "Real-switch test tier"); without them the script says
-what to set and exits 0. The same sipp load runs in two phases (`--repeats` pairs of them,
-alternating): authenticated callers (digest, as the tier's users) place bridged calls of
-`--hold` seconds to a sipp UAS. The switch writes its own call records (mod_cdr_pg_csv,
-when shipped) into the rater's database in both phases.
+what to set and exits 0. The same sipp load runs in three phases (`--repeats` rounds of
+them, alternating): authenticated callers (digest, as the tier's users) place bridged calls
+of `--hold` seconds to a sipp UAS. The switch writes its own call records (mod_cdr_pg_csv,
+when shipped) into the rater's database in every phase.
 
 1. without rating: a dialplan extension that bridges at once (the daemon stopped);
-2. with rating: the shipped dialplan parks, `rater run` authorizes and transfers to the
-   rated context, which bridges to the same far end; CDRs flushed into PostgreSQL.
+2. rated, park: the shipped dialplan without its socket line parks the call, `rater run`
+   authorizes it from CHANNEL_PARK and transfers it (uuid_setvar_multi, uuid_transfer) to
+   the rated context, which bridges to the same far end; CDRs flushed into PostgreSQL;
+3. rated, decision socket: the shipped dialplan; the call asks `rater run` on its decision
+   socket, which answers there (multiset, transfer) and the call goes on to the rated
+   context at once.
 
 For each: calls attempted / answered, INVITE->200 p50/p99 (sipp -trace_rtt, from the
 authenticated INVITE), and CPU milliseconds per answered call of FreeSWITCH, the daemon,
@@ -43,6 +47,7 @@ import psycopg
 from _common import histogram_quantile, machine, percentile, servers
 
 from loader.migrate import migrate
+from rater.embedded import free_port
 from tests.freeswitch_lab import Lab, LabSettings, wait_until
 from tests.freeswitch_sipp import Call
 from tests.freeswitch_world import L1, L2, L3, UK, UNKNOWN, RatedWorld, accounts
@@ -155,14 +160,19 @@ def measure(lab: Lab, calls: list[Call], cps: float, workdir: Path, name: str,
             "cpu_ms_per_call_total": round(sum(per_call.values()), 2)}
 
 
+RATED_MODES = ("park", "decision_socket")
+
+
 def run(settings: LabSettings, args: argparse.Namespace, workdir: Path) -> dict:
-    """`args.repeats` pairs of phases, without then with rating; medians reported."""
+    """`args.repeats` rounds of the three phases (without rating, rated through park,
+    rated through the decision socket), in turn; medians reported."""
     n = args.calls or int(args.cps * args.duration)
-    runs: dict[str, list[dict]] = {"without_rating": [], "with_rating": []}
+    runs: dict[str, list[dict]] = {"without_rating": [], **{m: [] for m in RATED_MODES}}
     with servers() as srv:
         with psycopg.connect(srv.database_url) as conn:
             migrate(conn)
-        lab = Lab(settings, workdir, [*accounts(), UNKNOWN])
+        socket_address = f"127.0.0.1:{free_port()}"
+        lab = Lab(settings, workdir, [*accounts(), UNKNOWN], decision_socket=socket_address)
         try:
             lab.files.put("dialplan/default/00_bench_direct.xml",
                           DIRECT_EXTENSION.format(far_end=lab.uas.address))
@@ -173,29 +183,46 @@ def run(settings: LabSettings, args: argparse.Namespace, workdir: Path) -> dict:
                                debit_interval=60).start()
             try:
                 world.daemon.stop()      # without rating: no daemon at all
+                phases = ("without_rating", *RATED_MODES)
                 for i in range(args.repeats):
-                    first = 2 * i * n
-                    runs["without_rating"].append(measure(
-                        lab, load(lab, n, first, f"direct{UK}", args.hold), args.cps,
-                        workdir, f"direct{i}", pids))
-                    world.daemon.start()
-                    calls = load(lab, n, first + n, UK, args.hold)
-                    rated = measure(lab, calls, args.cps, workdir, f"rated{i}",
-                                    {**pids, "rater": world.daemon.proc.pid},
-                                    lambda: settled(world))
-                    rated["cdrs"] = sum(map(len, world.cdrs([c.caller for c in calls]).values()))
-                    rated.update(decision_ms(world.daemon.metrics()))
-                    runs["with_rating"].append(rated)
-                    world.daemon.stop()
+                    # FreeSWITCH's per-call CPU drifts up with the calls it has carried:
+                    # each round starts with another phase, so none is always the last
+                    for j in range(len(phases)):
+                        mode = phases[(i + j) % len(phases)]
+                        first = (len(phases) * i + j) * n
+                        runs[mode].append(phase(lab, world, mode, socket_address, pids, args,
+                                                workdir, first, n, i))
             finally:
                 world.close()
         finally:
             lab.close()
-    direct, rated = median_run(runs["without_rating"]), median_run(runs["with_rating"])
+    direct = median_run(runs["without_rating"])
+    rated_runs = {m: median_run(runs[m]) for m in RATED_MODES}
     return {"machine": machine(), "cps": args.cps, "calls": n, "hold_s": args.hold,
             "repeats": args.repeats, "command": " ".join(sys.argv),
-            "without_rating": direct, "with_rating": rated,
-            "difference": difference(direct, rated), "runs": runs}
+            "without_rating": direct, **rated_runs,
+            "difference": {m: difference(direct, rated_runs[m]) for m in RATED_MODES},
+            "runs": runs}
+
+
+def phase(lab: Lab, world: RatedWorld, mode: str, socket_address: str,
+          pids: Mapping[str, int], args: argparse.Namespace, workdir: Path, first: int,
+          n: int, round_no: int) -> dict:
+    """One phase: n calls numbered from `first`, placed the way `mode` says."""
+    if mode == "without_rating":
+        return measure(lab, load(lab, n, first, f"direct{UK}", args.hold), args.cps, workdir,
+                       f"direct{round_no}", pids)
+    lab.use_decision_socket(socket_address if mode == "decision_socket" else None)
+    world.daemon.start()
+    try:
+        calls = load(lab, n, first, UK, args.hold)
+        rated = measure(lab, calls, args.cps, workdir, f"{mode}{round_no}",
+                        {**pids, "rater": world.daemon.proc.pid}, lambda: settled(world))
+        rated["cdrs"] = sum(map(len, world.cdrs([c.caller for c in calls]).values()))
+        rated.update(decision_ms(world.daemon.metrics()))
+    finally:
+        world.daemon.stop()
+    return rated
 
 
 def settled(world: RatedWorld) -> None:
@@ -204,9 +231,10 @@ def settled(world: RatedWorld) -> None:
 
 
 def decision_ms(samples: dict[str, float]) -> dict[str, float]:
-    """The daemon's own CHANNEL_PARK -> decision time (rater_park_decision_seconds)."""
+    """The daemon's own question -> decision time (rater_park_decision_seconds: from
+    CHANNEL_PARK, or from the channel data on the decision socket)."""
     name = "rater_park_decision_seconds"
-    return {f"park_decision_ms_p{q}": round(1000 * histogram_quantile(samples, name, q / 100), 1)
+    return {f"decision_ms_p{q}": round(1000 * histogram_quantile(samples, name, q / 100), 1)
             for q in (50, 99)}
 
 
@@ -245,25 +273,26 @@ def print_result(r: dict) -> None:
     head = f"{'':26}{'attempted':>10}{'answered':>9}{'p50 ms':>8}{'p99 ms':>8}"
     head += "".join(f"{p:>11}" for p in PROCESSES) + f"{'all':>8}"
     print(head + f"{'sipp':>7}\n" + " " * 60 + "CPU ms per answered call")
-    for label, key in (("without rating", "without_rating"), ("with rating", "with_rating")):
+    labels = {"without_rating": "without rating", "park": "rated, park",
+              "decision_socket": "rated, decision socket"}
+    for key, label in labels.items():
         x = r[key]
         line = (f"{label:26}{x['attempted']:>10}{x['answered']:>9}"
                 f"{x['invite_200_ms_p50']:>8}{x['invite_200_ms_p99']:>8}")
         line += "".join(f"{x['cpu_ms_per_call'][p]:>11}" for p in PROCESSES)
         print(line + f"{x['cpu_ms_per_call_total']:>8}{x['sipp_cpu_ms_per_call']:>7}")
-    d = r["difference"]
-    print(f"\nadded by rating: INVITE->200 p50 +{d['added_ms_p50']} ms, p99 "
-          f"+{d['added_ms_p99']} ms; CPU +{d['added_cpu_ms_per_call']} ms per call (FreeSWITCH "
-          f"+{d['added_freeswitch_cpu_ms_per_call']}), {d['added_cpu_share_of_freeswitch']} of "
-          "FreeSWITCH's own per-call CPU")
-    w = r["with_rating"]
-    print(f"the daemon's park->decision time: p50 {w['park_decision_ms_p50']} ms, "
-          f"p99 {w['park_decision_ms_p99']} ms (its histogram, bucketed)")
-    print(f"rated CDRs in PostgreSQL: {r['with_rating']['cdrs']} for "
-          f"{r['with_rating']['answered']} answered calls; other processes on the machine "
-          f"meanwhile: {r['without_rating']['other_load_cores']} / "
-          f"{r['with_rating']['other_load_cores']} cores (without / with)")
-    if max(r[k]["other_load_cores"] for k in ("without_rating", "with_rating")) > 0.1:
+    for mode in RATED_MODES:
+        d, w = r["difference"][mode], r[mode]
+        print(f"\nadded by rating ({labels[mode]}): INVITE->200 p50 +{d['added_ms_p50']} ms, "
+              f"p99 +{d['added_ms_p99']} ms; CPU +{d['added_cpu_ms_per_call']} ms per call "
+              f"(FreeSWITCH +{d['added_freeswitch_cpu_ms_per_call']}), "
+              f"{d['added_cpu_share_of_freeswitch']} of FreeSWITCH's own per-call CPU; the "
+              f"daemon's question->decision time p50 {w['decision_ms_p50']} ms, p99 "
+              f"{w['decision_ms_p99']} ms (its histogram, bucketed); rated CDRs in "
+              f"PostgreSQL: {w['cdrs']} for {w['answered']} answered calls")
+    busy = {labels[k]: r[k]["other_load_cores"] for k in labels}
+    print(f"other processes on the machine meanwhile (cores): {busy}")
+    if max(busy.values()) > 0.1:
         print("WARNING: other processes were busy during the run: these figures are not clean")
 
 
@@ -275,7 +304,7 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=0, help="calls per phase (default cps×duration)")
     ap.add_argument("--hold", type=float, default=2.0, help="talk time of each call, s")
     ap.add_argument("--repeats", type=int, default=1,
-                    help="pairs of phases (without, with), alternating; medians reported")
+                    help="rounds of the three phases, alternating; medians reported")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     args = ap.parse_args()
     settings = LabSettings.from_env()
@@ -288,7 +317,7 @@ def main() -> int:
         print(json.dumps(result))
     else:
         print_result(result)
-    ok = result["with_rating"]["cdrs"] == result["with_rating"]["answered"]
+    ok = all(result[m]["cdrs"] == result[m]["answered"] for m in RATED_MODES)
     return 0 if ok else 1
 
 

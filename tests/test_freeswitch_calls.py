@@ -47,7 +47,20 @@ def billed_matches(cdr: Cdr, seen: Outcome) -> int:
     return cdr.billed_seconds
 
 
-def test_mixed_calls_are_billed_to_the_micro_unit(rated: RatedWorld):
+@pytest.fixture(params=["decision_socket", "park"])
+def asking(request: pytest.FixtureRequest, rated: RatedWorld) -> str:
+    """How the calls ask the rater: on its decision socket (the shipped dialplan), or by
+    parking (the dialplan without its socket line: the path a call takes when the rater
+    cannot be asked on the socket)."""
+    lab = rated.lab
+    if request.param == "park":
+        address = lab.decision_socket
+        lab.use_decision_socket(None)
+        request.addfinalizer(lambda: lab.use_decision_socket(address))
+    return request.param
+
+
+def test_mixed_calls_are_billed_to_the_micro_unit(rated: RatedWorld, asking: str):
     lab = rated.lab
     spoofed_from = lab.users[MK].user_id         # From says MK; the digest is P1's
     outbound = [
@@ -110,6 +123,12 @@ def test_mixed_calls_are_billed_to_the_micro_unit(rated: RatedWorld):
         assert rated.ledger_balance(account) == want, account
     assert rated.account(PP)[0] < 0
     assert rated.reconcile().returncode == 0
+    # every call was decided the way the dialplan asked: on the socket, or from its park
+    metrics = rated.daemon.metrics()
+    asked = metrics['rater_decision_socket_calls_total{result="asked"}']
+    released = metrics['rater_decision_socket_calls_total{result="released"}']
+    assert (asked, released) == ((len(callers), 0) if asking == "decision_socket" else (0, 0))
+    assert metrics["rater_calls_authorized_total"] == len(callers)
 
 
 def test_call_is_cut_at_its_paid_time(rated: RatedWorld):

@@ -18,6 +18,7 @@ from tests.freeswitch_lab import (
     LabSettings,
     point_far_ends,
     point_records_at,
+    point_socket,
 )
 from tests.freeswitch_sipp import DATA, parse_outcomes
 
@@ -82,6 +83,32 @@ def test_inbound_clears_any_account_so_the_did_decides():
     ext = extension("rater_inbound_did", "00_rater_inbound.xml")
     unset = [a.get("data") for a in ext.iter("action") if a.get("application") == "unset"]
     assert unset == ["rater_account", "accountcode"]
+
+
+@pytest.mark.parametrize(("name", "file"), [("rater_outbound", "00_rater_outbound.xml"),
+                                            ("rater_inbound_did", "00_rater_inbound.xml")])
+def test_calls_ask_the_decision_socket_then_park(name: str, file: str):
+    """The socket first (the rater's decision_socket.listen of config/rater.toml); a call
+    still in this extension after it could not be decided there parks, with a timeout."""
+    apps = [(a.get("application"), a.get("data"))
+            for a in extension(name, file).iter("action")][-3:]
+    assert apps == [("socket", "127.0.0.1:8084"),
+                    ("set", "park_timeout=20:NORMAL_TEMPORARY_FAILURE"), ("park", None)]
+    listen = re.search(r'^listen = "([^"]*)"', (SHIPPED.parents[1] / "rater.toml").read_text(),
+                       re.M)
+    assert listen is not None and listen.group(1) == "127.0.0.1:8084"
+
+
+def test_the_tier_rewrites_only_the_decision_socket_address():
+    text = (SHIPPED / "00_rater_outbound.xml").read_text()
+    moved = point_socket(text, "127.0.0.1:5998")
+    changed = [b.strip() for a, b in zip(text.splitlines(), moved.splitlines(), strict=True)
+               if a != b]
+    assert changed == ['<action application="socket" data="127.0.0.1:5998"/>']
+    parked = point_socket(text, None)  # the park-only variant: the socket line goes
+    assert len(parked.splitlines()) == len(text.splitlines()) - 1
+    assert "socket" not in [a.get("application")
+                            for a in ET.fromstring(parked).iter("action")]
 
 
 def test_the_tier_rewrites_only_the_far_ends():

@@ -132,6 +132,8 @@ def test_rater_run_with_the_example_config_rates_calls_and_stops_on_sigterm(
     config = tmp_path / "rater.toml"
     text = (REPO / "config" / "rater.toml").read_text()
     text = text.replace("port = 8021", f"port = {port}").replace("port = 9464", "port = 0")
+    text = text.replace('listen = "127.0.0.1:8084"', 'listen = "127.0.0.1:0"')  # any free one
+    assert 'listen = "127.0.0.1:0"' in text
     config.write_text(text)
     daemon = subprocess.Popen(
         [sys.executable, "-m", "rater.cli", "run", "--config", str(config)],

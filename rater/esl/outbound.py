@@ -25,7 +25,7 @@ import socket
 import gevent
 from gevent.event import Event
 
-from rater.errors import CommandFailed, ReplyTimeout, SwitchUnavailable
+from rater.errors import CommandFailed, MalformedFrame, ReplyTimeout, SwitchUnavailable
 from rater.esl import commands
 from rater.esl.frames import Frame, FrameParser
 from rater.esl.names import ContentType, Header
@@ -34,6 +34,9 @@ from rater.esl.plain import PlainEvent
 log = logging.getLogger(__name__)
 
 _RECV_SIZE = 64 * 1024
+# The channel's data is one header block: ~7 KB for a SIP call; a switch sending more than
+# this is not one to talk to.
+MAX_CHANNEL_DATA = 1024 * 1024
 _REPLY = ContentType.COMMAND_REPLY.encode()
 
 
@@ -59,16 +62,19 @@ class OutboundCall:
     # --- the conversation ---------------------------------------------------------------
 
     def connect(self) -> PlainEvent:
-        """Send `connect`; the channel's data (headers and variables, as in an event)."""
+        """Send `connect`; the channel's data (headers and variables, as in an event).
+        The frame (~7 KB, no body) is read as a plain event as it stands: headers are
+        searched when asked for, never all split."""
         self._send(commands.connect())
-        frame = self._next_frame("the channel's data")
-        text = frame.header(Header.REPLY_TEXT) or b""
-        if frame.header(Header.CONTENT_TYPE) != _REPLY or not text.startswith((b"+OK", b"%2BOK")):
+        block = self._read_block("the channel's data")
+        try:
+            event = PlainEvent(block)
+        except MalformedFrame as exc:
+            raise SwitchUnavailable(f"outbound connection: {exc}") from None
+        kind, text = event.get(Header.CONTENT_TYPE), event.get(Header.REPLY_TEXT) or ""
+        if kind != ContentType.COMMAND_REPLY or not text.startswith("+OK"):
             raise SwitchUnavailable(f"outbound connection: unexpected answer to connect: "
-                                    f"{frame.content_type or 'no Content-Type'}")
-        raw = b"".join(name.encode("utf-8") + b": " + value + b"\n"
-                       for name, value in frame.headers)
-        event = PlainEvent(raw, frame.offset)
+                                    f"{kind or 'no Content-Type'} {text.strip()}")
         self.uuid = event.unique_id or ""
         if not self.uuid:
             raise SwitchUnavailable("outbound connection: the channel's data has no Unique-ID")
@@ -122,18 +128,33 @@ class OutboundCall:
         except OSError as exc:
             raise SwitchUnavailable(f"outbound connection {self.uuid or '?'}: {exc}") from None
 
+    def _read_block(self, what: str) -> bytes:
+        """Bytes up to the first blank line (its first newline kept); what follows goes
+        to the frame parser."""
+        buf = bytearray()
+        with gevent.Timeout(self._timeout, ReplyTimeout(
+                f"outbound connection: no {what} within {self._timeout:g}s")):
+            while (end := buf.find(b"\n\n")) < 0:
+                if len(buf) > MAX_CHANNEL_DATA:
+                    raise SwitchUnavailable(f"outbound connection: {what} longer than "
+                                            f"{MAX_CHANNEL_DATA} bytes")
+                buf.extend(self._recv(what))
+        self._frames.extend(self._parser.feed(bytes(buf[end + 2:])))
+        return bytes(buf[:end + 1])
+
+    def _recv(self, what: str) -> bytes:
+        try:
+            data = self._sock.recv(_RECV_SIZE)
+        except OSError as exc:
+            raise SwitchUnavailable(f"outbound connection {self.uuid or '?'}: {exc}") from None
+        if not data:
+            raise SwitchUnavailable(f"outbound connection {self.uuid or '?'} closed before {what}")
+        return data
+
     def _next_frame(self, what: str) -> Frame:
         timeout = ReplyTimeout(f"outbound connection {self.uuid or '?'}: no {what} within "
                                f"{self._timeout:g}s")
         with gevent.Timeout(self._timeout, timeout):
             while not self._frames:
-                try:
-                    data = self._sock.recv(_RECV_SIZE)
-                except OSError as exc:
-                    raise SwitchUnavailable(
-                        f"outbound connection {self.uuid or '?'}: {exc}") from None
-                if not data:
-                    raise SwitchUnavailable(
-                        f"outbound connection {self.uuid or '?'} closed before {what}")
-                self._frames.extend(self._parser.feed(data))
+                self._frames.extend(self._parser.feed(self._recv(what)))
         return self._frames.pop(0)
