@@ -3,8 +3,10 @@ or `python -m fssim --cps 50 --count 1000`.
 
 Without --cps it only serves connections (and whatever calls a client triggers) until
 interrupted; with --cps it places calls and exits once --count calls completed or --duration
-ran out. The password comes from --password, else RATER_ESL_PASSWORD, else ClueCon; it is
-never logged.
+ran out. With --decision-socket each call first asks the rater on a connection of its own
+there, as the shipped dialplan's `socket` application does, and parks only when it cannot
+(or is let go). The password comes from --password, else RATER_ESL_PASSWORD, else ClueCon;
+it is never logged.
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The simulator's options."""
     parser.add_argument("--listen", type=_host_port, default=("127.0.0.1", 8021),
                         metavar="HOST:PORT", help="where to listen (port 0: any free port)")
+    parser.add_argument("--decision-socket", type=_host_port, default=None, metavar="HOST:PORT",
+                        help="ask the rater there for each call before parking it (the "
+                             "shipped dialplan's `socket` application; default: park at once)")
     parser.add_argument("--password", default=None,
                         help=f"ESL password (default: $RATER_ESL_PASSWORD or {DEFAULT_PASSWORD})")
     parser.add_argument("--cps", type=float, default=None, help="calls per second to place")
@@ -107,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the simulator with parsed arguments until done or interrupted."""
     host, port = args.listen
     password = args.password or os.environ.get("RATER_ESL_PASSWORD") or DEFAULT_PASSWORD
-    sim = Simulator(host, port, password, heartbeat=args.heartbeat, history=args.history)
+    sim = Simulator(host, port, password, heartbeat=args.heartbeat, history=args.history,
+                    decision_socket=args.decision_socket)
     stop = gevent.event.Event()
     handlers = [gevent.signal_handler(signum, stop.set)
                 for signum in (signal.SIGINT, signal.SIGTERM)]

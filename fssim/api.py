@@ -35,6 +35,8 @@ SHOW_USAGE = (  # source
 )
 VERSION = "FreeSWITCH Version 1.10.12-release~64bit ( 64bit)\n"
 EMPTY_JSON = '{"row_count": 0}\n'
+# what a channel runs while it waits for the rater (`show channels` column `application`)
+_APPLICATION = {CallState.PARKED: "park", CallState.ASKING: "socket"}
 
 
 def _show_channel_keys() -> tuple[str, ...]:
@@ -261,7 +263,7 @@ class Api:
             "uuid": c.uuid, "direction": "inbound", "created": stamp(created_s),
             "created_epoch": str(created_s), "name": name, "state": "CS_EXECUTE",
             "cid_name": cid_name, "cid_num": c.caller, "ip_addr": "127.0.0.1", "dest": c.dest,
-            "application": "park" if c.state is CallState.PARKED else "",
+            "application": _APPLICATION.get(c.state, ""),
             "dialplan": c.dialplan, "context": c.context, "read_codec": "PCMU",
             "read_rate": "8000", "read_bit_rate": "64000", "write_codec": "PCMU",
             "write_rate": "8000", "write_bit_rate": "64000", "hostname": self.info.hostname,

@@ -10,6 +10,10 @@ At import this module picks out of them, once: the events the templates are comp
 (`EVENTS`), every command/reply pair (`REPLIES`), the BACKGROUND_JOB bodies and the two
 disconnect notices. Values are decoded (plain events carry them URL-encoded); header order is
 the wire order.
+
+`captures/outbound/` holds the decision-socket conversations (the `socket` application's
+outbound connections), recorded by this project (its README); `CHANNEL_DATA` is the channel's
+data FreeSWITCH answers `connect` with there.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from dataclasses import dataclass
 from importlib import resources
 
 DATA = resources.files(__package__) / "captures"
+OUTBOUND = DATA / "outbound"
 SUMS = "SHA256SUMS"
+OUTBOUND_SESSIONS = ("outbound_admit", "outbound_gone", "outbound_refuse", "outbound_release")
 
 # (template key, capture file, Event-Name, Unique-ID or None for the first of that name, index)
 # The simulated channel is an inbound SIP leg parked while ringing (the sipp `noanswer-` call)
@@ -60,8 +66,10 @@ Headers = tuple[tuple[str, str], ...]
 # --- the files ---------------------------------------------------------------------------
 
 def capture_bytes(session: str, direction: str = "in") -> bytes:
-    """Every byte FreeSWITCH sent (`in`) or the client sent (`out`) in one session."""
-    return (DATA / f"{session}.raw.{direction}").read_bytes()
+    """Every byte FreeSWITCH sent (`in`) or the client sent (`out`) in one session (an
+    `outbound_*` session: FreeSWITCH's `socket` application, or the listener)."""
+    folder = OUTBOUND if session.startswith("outbound_") else DATA
+    return (folder / f"{session}.raw.{direction}").read_bytes()
 
 
 def sessions() -> list[str]:
@@ -70,10 +78,11 @@ def sessions() -> list[str]:
                   if p.name.endswith(".raw.in"))
 
 
-def checksums() -> dict[str, str]:
-    """file name -> sha256 hex, as listed in captures/SHA256SUMS (`sha256sum` format)."""
+def checksums(folder: str = "") -> dict[str, str]:
+    """file name -> sha256 hex, as listed in captures/SHA256SUMS (`sha256sum` format), or
+    in captures/<folder>/SHA256SUMS."""
     sums = {}
-    for line in (DATA / SUMS).read_text().splitlines():
+    for line in ((DATA / folder if folder else DATA) / SUMS).read_text().splitlines():
         digest, _, name = line.partition("  ")
         sums[name] = digest
     return sums
@@ -186,6 +195,15 @@ def _extract() -> tuple[dict[str, tuple[str, Headers, str | None]],
             frames["esl_shutdown_plain"][-1].body.decode())
 
 
+def _channel_data() -> tuple[str, Headers]:
+    """The channel's data of outbound_admit: the headers of its first frame, decoded."""
+    frame = split_frames(capture_bytes("outbound_admit"))[0]
+    headers = tuple((n, urllib.parse.unquote(v)) for n, v in frame.headers)
+    return "outbound_admit.raw.in frame 1", headers
+
+
+# CHANNEL_DATA: (source, headers in order) of the reply to `connect` on the decision socket
+CHANNEL_DATA = _channel_data()
 # EVENTS: key -> (source, event headers in order, body or None)
 # REPLIES: (session, command sent, reply Content-Type, Reply-Text or api body, Job-UUID)
 # BACKGROUND_JOBS: the BACKGROUND_JOB events of esl_plain_full (Job-Command, -Arg, body)

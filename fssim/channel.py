@@ -3,9 +3,12 @@ switch only through the `LegSink` it is given (the Simulator is one); the header
 its events are fssim.leg_values.
 
 The leg is an inbound SIP channel (FreeSWITCH's `Call-Direction` is `inbound` for both business
-directions) that the dialplan marks for rating and parks while ringing. The rater then either
-transfers it (it rings the far end, is answered, talks, hangs up) or kills it. Timestamps are
-wall-clock microseconds like FreeSWITCH's; timers run on the gevent loop.
+directions) that the dialplan marks for rating and, while ringing, either asks the rater on a
+connection of its own (the `socket` application, when the switch has a decision socket: see
+fssim.outbound) or parks. The rater then either transfers it (it rings the far end, is
+answered, talks, hangs up) or kills it; a leg the socket lets go (or that cannot connect)
+parks. Timestamps are wall-clock microseconds like FreeSWITCH's; timers run on the gevent
+loop.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from typing import Any, Protocol
 
 import gevent.event
 
-from fssim.causes import str2cause
-from fssim.separate import c_atol, separate
+from fssim import dptools
+from fssim.separate import separate
 from fssim.timers import Timer, new_uuid, now_us
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,10 @@ class LegSink(Protocol):
     def leg_event(self, leg: Channel, name: str) -> None:
         """Fire one of the leg's channel events (CHANNEL_PARK, ...) as the leg is now."""
 
+    def leg_asks(self, leg: Channel) -> bool:
+        """The dialplan's `socket` application: True when the switch connects the leg to
+        the rater's decision socket (the leg then waits in it), False to park at once."""
+
     def leg_hung_up(self, leg: Channel) -> None:
         """The leg is hung up, before CHANNEL_HANGUP_COMPLETE: its scheduled tasks go, and
         the switch writes its own record (mod_cdr_pg_csv's hook runs then)."""
@@ -59,6 +66,7 @@ class LegSink(Protocol):
 
 class CallState(enum.StrEnum):
     PARKED = "parked"        # in the rating context, waiting for the rater
+    ASKING = "asking"        # in the `socket` application, waiting for the rater's answer
     RINGING = "ringing"      # transferred on, the far end rings
     ANSWERED = "answered"
     HUNGUP = "hungup"
@@ -88,7 +96,11 @@ class Channel:
     answered_us: int = 0
     hangup_us: int = 0
     profile_created_us: int = 0
-    transferred_us: int = 0  # the first uuid_transfer (the rater's decision), 0 if none
+    transferred_us: int = 0  # the first transfer (the rater's decision), 0 if none
+    asked_us: int = 0  # it asked the rater: its data sent on the decision socket, or parked
+    parked_us: int = 0  # CHANNEL_PARK fired, 0 if it never parked
+    socket_decided: bool = False  # transferred or hung up by the rater on the decision socket
+    moved: bool = False  # transferred while in the socket application: goes on when it ends
     cause: str | None = None
     hangup_by: str | None = None  # "caller" (BYE/CANCEL received) or "switch"
     late_vars: dict[str, str] = field(default_factory=dict)
@@ -158,7 +170,8 @@ class Channel:
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """CHANNEL_CREATE, then the dialplan's ring_ready + park: CHANNEL_PARK."""
+        """CHANNEL_CREATE, then the dialplan's ring_ready, then `socket` (when the switch
+        asks the rater there) or park: CHANNEL_PARK."""
         self.created_us = self.profile_created_us = now_us()
         self.dest = self.destination
         self.sink.leg_event(self, "CHANNEL_CREATE")
@@ -168,9 +181,28 @@ class Channel:
             self.answered_us = now_us()
             self.sink.leg_event(self, "CHANNEL_ANSWER")
             self.callstate = "ACTIVE"
-        self.sink.leg_event(self, "CHANNEL_PARK")
-        # The caller gives up if nobody takes the call out of park.
+        # The caller gives up if nobody takes the call on (from the socket, or out of park).
         self._arm("give_up", self.park_timeout, self.hangup, "ORIGINATOR_CANCEL", "caller")
+        self.state = CallState.ASKING
+        if not self.sink.leg_asks(self):
+            self.park()
+
+    def park(self) -> None:
+        """The dialplan's `park`: CHANNEL_PARK, and the leg waits for the rater."""
+        self.state = CallState.PARKED
+        self.parked_us = now_us()
+        self.asked_us = self.asked_us or self.parked_us
+        self.sink.leg_event(self, "CHANNEL_PARK")
+
+    def socket_done(self) -> None:
+        """The `socket` application returned with the leg up: transferred there, it goes on
+        to its new extension (it never parks); otherwise the dialplan goes on and parks it."""
+        if self.state is not CallState.ASKING:
+            return
+        if self.moved:
+            self._go_on(unpark=False)
+        else:
+            self.park()
 
     def record_command(self, line: str) -> None:
         self.commands.append((now_us(), line))
@@ -190,16 +222,27 @@ class Channel:
         if self.dialplan == "inline":
             self._run_inline(dest)
             return
-        if self.state is not CallState.PARKED:
+        if self.state is CallState.ASKING:
+            # the `socket` application holds the channel's thread: the new extension runs
+            # once the connection ends
+            self.moved = True
             return
+        if self.state is CallState.PARKED:
+            self._go_on(unpark=True)
+
+    def _go_on(self, unpark: bool) -> None:
+        """Leave park (CHANNEL_UNPARK) or the socket for the transfer's extension: ring, or
+        talk on when answered already."""
         self._cancel("give_up")
-        if self.answered_us:  # answered before it parked: it talks on, no ringing
+        if self.answered_us:  # answered before it asked: it talks on, no ringing
             self.state = CallState.ANSWERED
-            self.sink.leg_event(self, "CHANNEL_UNPARK")
+            if unpark:
+                self.sink.leg_event(self, "CHANNEL_UNPARK")
             self._arm("talk", self.duration, self.hangup, "NORMAL_CLEARING", "caller")
             return
         self.state = CallState.RINGING
-        self.sink.leg_event(self, "CHANNEL_UNPARK")
+        if unpark:
+            self.sink.leg_event(self, "CHANNEL_UNPARK")
         if self.answer:
             self._arm("answer", self.answer_after, self.do_answer)
         else:
@@ -216,17 +259,14 @@ class Channel:
             delim, text = text[2], text[4:]
         for part in text.split(delim):
             app, _, data = part.partition(":")
-            if app == "set":
-                name, _, value = data.partition("=")
-                self.set_var(name, value or None)
+            if app in ("set", "sched_hangup"):
+                self.run_app(app, data)
             elif app == "transfer":
                 dest, dialplan, context = [*separate(data, 3), None, None][:3]
                 self.transfer(dest or "", dialplan, context)
                 return
             elif app == "park":
                 return
-            elif app == "sched_hangup":
-                self._execute_app(app, self.expand(data), now_us() // 1_000_000)
             else:
                 log.info("simulator ignores inline application %s", app)
         self.hangup("NORMAL_CLEARING")
@@ -308,7 +348,8 @@ class Channel:
             if low.startswith("execute_on_answer"):
                 self.executed_on_answer.append(value)
                 app, data = _split_app(value)
-                self._execute_app(app, self.expand(data))
+                # it runs in the same instant as the answer: count from its second
+                self.run_app(app, data, (self.answered_us or now_us()) // 1_000_000)
             elif low.startswith("api_on_answer"):
                 self.executed_on_answer.append(value)
                 cmd, _, arg = self.expand(value).partition(" ")
@@ -316,24 +357,12 @@ class Channel:
             if self.state is CallState.HUNGUP:
                 return
 
-    def _execute_app(self, app: str, data: str, now_s: int | None = None) -> None:
-        """The dialplan applications the simulator understands (others are only recorded)."""
-        if app != "sched_hangup":
-            log.info("simulator ignores application %s on answer", app)
-            return
-        # mod_dptools sched_hangup: `[+]<time> [<cause>] [bleg]` for this channel; the seconds
-        # are atol(argv[0] + 1) whatever the sign, and a uuid given as second argument is
-        # parsed as the cause, as FreeSWITCH does.
-        argv = data.split()
-        if not argv:
-            return
-        sec = c_atol(argv[0][1:])
-        cause = str2cause(argv[1]) if len(argv) > 1 else "ALLOTTED_TIMEOUT"
-        if sec == 0:
-            self.hangup(cause)
-            return
-        if now_s is None:
-            # on answer it runs in the same instant as the answer: count from its second
-            now_s = (self.answered_us or now_us()) // 1_000_000
-        when = now_s + sec if argv[0].startswith("+") else c_atol(argv[0])
-        self.sink.schedule_hangup(when, self.uuid, cause)
+    def run_app(self, app: str, data: str, now_s: int | None = None) -> None:
+        """Run a dialplan application on the leg (fssim.dptools), its argument expanded;
+        `now_s` is the epoch second `sched_hangup +N` counts from (default: now)."""
+        when = now_us() // 1_000_000 if now_s is None else now_s
+        dptools.execute(self, app, self.expand(data), when)
+
+    def schedule_hangup(self, runtime: int, cause: str) -> None:
+        """A hangup task for this leg at `runtime` (epoch seconds)."""
+        self.sink.schedule_hangup(runtime, self.uuid, cause)

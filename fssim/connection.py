@@ -58,6 +58,32 @@ class Command:
     body: bytes
 
 
+def next_command(buffer: bytes, pos: int) -> tuple[Command | None, int]:
+    """The command block starting at `pos` (lines, blank line, optional Content-Length
+    body) and where the next one starts; (None, pos) while it is incomplete."""
+    size = len(buffer)
+    while pos < size and buffer[pos] in (10, 13):  # FreeSWITCH skips stray newlines
+        pos += 1
+    end = buffer.find(b"\n\n", pos)
+    crlf = buffer.find(b"\r\n\r\n", pos, end if end >= 0 else size)
+    if crlf >= 0:
+        end, sep = crlf, 4
+    elif end >= 0:
+        sep = 2
+    else:
+        return None, pos
+    lines = buffer[pos:end].decode("utf-8", "replace").replace("\r", "").split("\n")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip()] = value.strip()
+    start = end + sep
+    length = int(headers.get("Content-Length", "0") or 0)
+    if size - start < length:
+        return None, pos
+    return Command(lines[0].strip(), headers, buffer[start:start + length]), start + length
+
+
 class _Close:
     """Writer instruction: close the socket (RST when `reset`)."""
 
@@ -226,7 +252,7 @@ class Connection:
                 buffer = buffer + data if buffer else data
                 pos = 0
                 while not self.closed:
-                    command, pos = self._next_command(buffer, pos)
+                    command, pos = next_command(buffer, pos)
                     if command is None:
                         break
                     self._handle(command)
@@ -238,32 +264,6 @@ class Connection:
                 self._queue(_Close())
             self._writer.join(timeout=5)
             self._close_socket(False)
-
-    @staticmethod
-    def _next_command(buffer: bytes, pos: int) -> tuple[Command | None, int]:
-        """The command block starting at `pos` (lines, blank line, optional Content-Length
-        body) and where the next one starts; (None, pos) while it is incomplete."""
-        size = len(buffer)
-        while pos < size and buffer[pos] in (10, 13):  # FreeSWITCH skips stray newlines
-            pos += 1
-        end = buffer.find(b"\n\n", pos)
-        crlf = buffer.find(b"\r\n\r\n", pos, end if end >= 0 else size)
-        if crlf >= 0:
-            end, sep = crlf, 4
-        elif end >= 0:
-            sep = 2
-        else:
-            return None, pos
-        lines = buffer[pos:end].decode("utf-8", "replace").replace("\r", "").split("\n")
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip()] = value.strip()
-        start = end + sep
-        length = int(headers.get("Content-Length", "0") or 0)
-        if size - start < length:
-            return None, pos
-        return Command(lines[0].strip(), headers, buffer[start:start + length]), start + length
 
     def _reply(self, data: bytes) -> None:
         self._queue(data)

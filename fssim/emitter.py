@@ -8,6 +8,7 @@ import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from fssim import socket_data
 from fssim.bus import Event, Listener, StreamFaults, deliver
 from fssim.channel import CallState, Channel
 from fssim.dates import EventClock
@@ -74,12 +75,17 @@ class Emitter:
 
     def channel_data(self, leg: Channel) -> str:
         """uuid_dump: the leg's headers as a plain CHANNEL_DATA event body."""
-        key = {CallState.PARKED: "CHANNEL_PARK", CallState.RINGING: "CHANNEL_UNPARK"}.get(
-            leg.state, "CHANNEL_ANSWER")
+        key = {CallState.PARKED: "CHANNEL_PARK", CallState.ASKING: "CHANNEL_PARK",
+               CallState.RINGING: "CHANNEL_UNPARK"}.get(leg.state, "CHANNEL_ANSWER")
         ctx = _leg_values(leg, key, False)
         ctx.update(self._event_fields(next(self._seq)))
         text = TEMPLATES[key].render_plain(ctx).decode()
         return "Event-Name: CHANNEL_DATA\n" + text.split("\n", 1)[1]
+
+    def channel_data_reply(self, leg: Channel, application_data: str) -> bytes:
+        """The `socket` application's answer to `connect`: the leg's data as one
+        command/reply frame (fssim.socket_data); `application_data` is its `host:port`."""
+        return socket_data.render(leg, application_data, self._event_fields(next(self._seq)))
 
     # --- core events ------------------------------------------------------------------------
 

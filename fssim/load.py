@@ -25,8 +25,9 @@ class CallRecord(NamedTuple):
     uuid: str
     account: str | None
     destination: str
-    parked_us: int       # CHANNEL_PARK fired
-    transferred_us: int  # the rater's uuid_transfer arrived
+    parked_us: int       # it asked the rater: CHANNEL_PARK fired, or its data went out on
+                         # the decision socket (what park-to-decision times count from)
+    transferred_us: int  # the rater's transfer ran (uuid_transfer, or `transfer` on the socket)
     answered_us: int
     hangup_us: int
     billmsec: int
@@ -40,10 +41,13 @@ class LoadCounters:
 
     placed: int = 0
     answered: int = 0
-    rejected: int = 0    # hung up by the switch while parked (the rater refused: uuid_kill)
-    abandoned: int = 0   # left parked until the caller gave up (the rater never acted)
+    rejected: int = 0    # hung up by the switch before any transfer (the rater refused:
+                         # uuid_kill, or `hangup` on the decision socket)
+    abandoned: int = 0   # left waiting (in park or on the socket) until the caller gave up
     unanswered: int = 0  # transferred, never answered
     completed: int = 0   # CHANNEL_HANGUP_COMPLETE sent
+    on_socket: int = 0   # decided on the decision socket (transferred or hung up there)
+    parked: int = 0      # parked (no decision socket, or not decided there): CHANNEL_PARK
 
     @property
     def in_progress(self) -> int:
@@ -176,9 +180,13 @@ class LoadGenerator:
             c.rejected += 1
         else:
             c.abandoned += 1
+        if channel.socket_decided:
+            c.on_socket += 1
+        if channel.parked_us:
+            c.parked += 1
         if self.records is not None:
             self.records.append(CallRecord(
-                channel.uuid, channel.account, channel.destination, channel.progress_us,
+                channel.uuid, channel.account, channel.destination, channel.asked_us,
                 channel.transferred_us, channel.answered_us, channel.hangup_us,
                 channel.billmsec, channel.cause or "", channel.hangup_by or ""))
         self._check_done()

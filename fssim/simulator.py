@@ -22,12 +22,14 @@ import gevent.event
 
 from fssim import captured
 from fssim.api import Api
-from fssim.bus import StreamFaults, StreamRule
+from fssim.bus import StreamFaults
 from fssim.channel import Channel
 from fssim.connection import MAX_QUEUE_LEN, Connection
 from fssim.emitter import Emitter
-from fssim.faults import MALFORMED, WithholdRule
+from fssim.fault_switches import FaultSwitches
+from fssim.faults import WithholdRule
 from fssim.load import LoadGenerator, TalkSeconds
+from fssim.outbound import DecisionSockets
 from fssim.scheduler import Scheduler
 from fssim.server import EslServer
 from fssim.status import SessionStats, SwitchInfo
@@ -48,12 +50,14 @@ class CommandLogEntry:
     line: str = field(repr=True)
 
 
-class Simulator:
+class Simulator(FaultSwitches):
     """A FreeSWITCH stand-in on 127.0.0.1 speaking the Event Socket protocol.
 
     Call `start()` (or use it as a context manager); `port` is the bound port. Calls enter
     through `place_call()` or `run_load()`; every call's record stays in `calls` (the last
-    `history` finished ones when that is set).
+    `history` finished ones when that is set). With `decision_socket` (host, port), settable
+    at any time, each new call first asks the rater there (fssim.outbound), as the shipped
+    dialplan's `socket` application does, and parks only when it cannot or is let go.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, password: str | None = None, *,
@@ -61,7 +65,8 @@ class Simulator:
                  emit_destroy: bool = True, sched_phase: float | None = None,
                  max_sessions: int = 1000, history: int | None = None,
                  max_queue: int = MAX_QUEUE_LEN,
-                 record_writer: Callable[[Channel], None] | None = None) -> None:
+                 record_writer: Callable[[Channel], None] | None = None,
+                 decision_socket: tuple[str, int] | None = None) -> None:
         self.password = password or os.environ.get("RATER_ESL_PASSWORD") or DEFAULT_PASSWORD
         self.heartbeat = heartbeat
         self.info = SwitchInfo(hostname, core_uuid or str(uuidlib.uuid4()), max_sessions)
@@ -86,6 +91,7 @@ class Simulator:
         self._subscribed = gevent.event.Event()
         self._heartbeat: gevent.Greenlet | None = None
         self._observers: dict[str, Callable[[Channel], None]] = {}
+        self.sockets = DecisionSockets(self, decision_socket)
         # mod_cdr_pg_csv: called with each leg as it ends, before CHANNEL_HANGUP_COMPLETE
         self.record_writer = record_writer
 
@@ -102,6 +108,16 @@ class Simulator:
     @property
     def stats(self) -> SessionStats:
         return self.info.stats
+
+    @property
+    def decision_socket(self) -> tuple[str, int] | None:
+        """Where new calls ask the rater (the dialplan's `socket host:port`); None: they
+        park at once."""
+        return self.sockets.address
+
+    @decision_socket.setter
+    def decision_socket(self, address: tuple[str, int] | None) -> None:
+        self.sockets.address = address
 
     @property
     def port(self) -> int:
@@ -129,6 +145,7 @@ class Simulator:
     def close(self) -> None:
         """stop(), and silence every call (no more events or timers)."""
         self.stop()
+        self.sockets.close()
         for channel in list(self.live.values()):
             channel.silence()
         self.scheduler.cancel_all()
@@ -151,15 +168,17 @@ class Simulator:
                    unanswered_cause: str = "NO_ANSWER", uuid: str | None = None,
                    observer: Callable[[Channel], None] | None = None,
                    park_timeout: float | None = None, answer_first: bool = False) -> str:
-        """A new leg enters the rating context: CHANNEL_CREATE, then CHANNEL_PARK.
+        """A new leg enters the rating context: CHANNEL_CREATE, then CHANNEL_PARK (or first
+        the decision socket, when there is one: see the class).
 
         The dialplan sets `rater_direction`, `accountcode` (when `account` is given) and
-        `variables`, then parks. On uuid_transfer it rings `answer_after` s, is answered and
-        talks `duration` s (the caller hangs up, NORMAL_CLEARING); with `answer=False` it
-        rings `duration` s and ends with `unanswered_cause`. Left parked, the caller gives up
-        after `park_timeout` s (default `duration`; ORIGINATOR_CANCEL). `answer_first`
-        answers the leg before it parks (as an IVR would); transferred, it talks on.
-        `observer` is called when the leg is done.
+        `variables`, then parks. Transferred (uuid_transfer, or the `transfer` application
+        on the decision socket) it rings `answer_after` s, is answered and talks `duration`
+        s (the caller hangs up, NORMAL_CLEARING); with `answer=False` it rings `duration` s
+        and ends with `unanswered_cause`. Left waiting (on the socket or in park), the caller
+        gives up after `park_timeout` s (default `duration`; ORIGINATOR_CANCEL).
+        `answer_first` answers the leg before it asks (as an IVR would); transferred, it
+        talks on. `observer` is called when the leg is done.
         Returns the uuid.
         """
         if not destination:
@@ -251,8 +270,12 @@ class Simulator:
         if name != "CHANNEL_DESTROY" or self.emit_destroy:
             self.emitter.channel_event(leg, name)
 
+    def leg_asks(self, leg: Channel) -> bool:
+        return self.sockets.ask(leg)
+
     def leg_hung_up(self, leg: Channel) -> None:
         self.scheduler.drop_group(leg.uuid)
+        self.sockets.channel_down(leg.uuid)
         if self.record_writer is not None:
             self.record_writer(leg)
 
@@ -262,6 +285,14 @@ class Simulator:
     def api(self, command: str, arg: str | None) -> str:
         """Run an API command, as `api` on a connection does (also the connections' sink)."""
         return self.commands.execute(command, arg)
+
+    # --- SessionSink: what a decision-socket connection asks of the switch -----------------
+
+    def channel_data_reply(self, leg: Channel, socket_data: str) -> bytes:
+        return self.emitter.channel_data_reply(leg, socket_data)
+
+    def live_leg(self, uuid: str) -> Channel | None:
+        return self.live.get(uuid)
 
     def leg_done(self, channel: Channel) -> None:
         self.live.pop(channel.uuid, None)
@@ -323,68 +354,6 @@ class Simulator:
             history=self.history,
         )
         return generator.start()
-
-    # --- faults -----------------------------------------------------------------------------
-
-    def drop_connections(self, mid_frame: bool = False, reset: bool = False) -> int:
-        """Close every client socket abruptly (no disconnect notice); with `mid_frame` send
-        half of a frame first, with `reset` send a TCP RST. Returns how many were dropped."""
-        return self.server.drop_all(mid_frame, reset, sample=self.emitter.sample_event_frame)
-
-    def stall(self, seconds: float) -> None:
-        """Stop sending anything on every connection for `seconds` (sockets stay open;
-        commands are still read and their replies queue up)."""
-        self.server.stall_all(seconds)
-
-    def resume(self) -> None:
-        """End a stall now."""
-        self.server.resume_all()
-
-    def inject(self, data: bytes) -> None:
-        """Write raw bytes into every connection's output stream, in order with the rest."""
-        self.server.inject_all(data)
-
-    def send_malformed(self, kind: str = "garbage") -> None:
-        """Inject one of `faults.MALFORMED` (garbage, no-colon, bad-length, negative-length,
-        huge-length, short-body, bad-event-body, bad-json, unknown-type) or `truncated`
-        (the first half of a real event frame, the stream then goes on)."""
-        for conn in self.server.connections:
-            data = (self.emitter.sample_event_frame(conn.format)[:300] if kind == "truncated"
-                    else MALFORMED[kind])
-            conn.inject(data)
-
-    def duplicate_events(self, count: int | None = 1, names: Iterable[str] | None = None,
-                         uuid: str | None = None) -> StreamRule:
-        """Deliver the next `count` matching events twice (same Event-Sequence)."""
-        return self.stream_faults.add("duplicate", names, uuid, count)
-
-    def lose_events(self, count: int | None = 1, names: Iterable[str] | None = None,
-                    uuid: str | None = None) -> StreamRule:
-        """Never deliver the next `count` matching events."""
-        return self.stream_faults.add("lose", names, uuid, count)
-
-    def hold_events(self, names: Iterable[str], uuid: str | None = None,
-                    release_after: str | None = None, count: int | None = None) -> StreamRule:
-        """Hold back matching events; they go out (in their order) right after the event
-        named `release_after` for the same call, or at `release_held()`. E.g. hold
-        CHANNEL_ANSWER until CHANNEL_HANGUP_COMPLETE to deliver them out of order."""
-        return self.stream_faults.add("hold", names, uuid, count, release_after)
-
-    def release_held(self) -> int:
-        """Deliver every held event now; returns how many."""
-        return self.stream_faults.deliver_held()
-
-    def clear_faults(self) -> None:
-        """Forget event-stream and withhold rules (held events stay held)."""
-        self.stream_faults.clear()
-        self._withhold.clear()
-
-    def withhold_replies(self, count: int | None = 1, command: str | None = None) -> WithholdRule:
-        """Run the next `count` api/bgapi commands starting with `command` (e.g.
-        "uuid_transfer") but never send their reply."""
-        rule = WithholdRule(command, count)
-        self._withhold.append(rule)
-        return rule
 
     def shutdown(self, hangup_calls: bool = True) -> None:
         """Stop like FreeSWITCH: (hang up every call with SYSTEM_SHUTDOWN), SHUTDOWN and

@@ -11,7 +11,7 @@ rendering joins the pre-encoded pieces with the encoded slot values.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
@@ -51,6 +51,18 @@ VALUE_SLOTS: dict[str, str] = {
     "Caller-Channel-Progress-Time": "progress_us",
     "Caller-Channel-Progress-Media-Time": "progress_media_us",
     "Caller-Channel-Hangup-Time": "hangup_us",
+    # the caller profile again, as the channel's data carries it (prefix `Channel-`)
+    "Channel-Unique-ID": "uuid",
+    "Channel-Destination-Number": "dest",
+    "Channel-Dialplan": "dialplan",
+    "Channel-Context": "context",
+    "Channel-Profile-Index": "profile_index",
+    "Channel-Profile-Created-Time": "profile_created_us",
+    "Channel-Channel-Created-Time": "created_us",
+    "Channel-Channel-Answered-Time": "answered_us",
+    "Channel-Channel-Progress-Time": "progress_us",
+    "Channel-Channel-Progress-Media-Time": "progress_media_us",
+    "Channel-Channel-Hangup-Time": "hangup_us",
     "variable_uuid": "uuid",
     "variable_call_uuid": "uuid",
     "variable_session_id": "session_id",
@@ -299,9 +311,17 @@ class _Builder:
 
 
 def compile_template(key: str, source: str, headers: Sequence[tuple[str, str]],
-                     body: str | None, *, line_slots: bool = True) -> Template:
+                     body: str | None, *, line_slots: bool = True,
+                     groups: Mapping[str, frozenset[str]] | None = None,
+                     value_slots: Mapping[str, str] | None = None,
+                     late_vars: bool = True) -> Template:
     """Turn one captured event into a Template (see the module docstring). Without
-    `line_slots` only value slots are made (any event then renders back unchanged)."""
+    `line_slots` only value slots are made (any event then renders back unchanged).
+    `groups` replaces LINE_GROUPS, `value_slots` adds to VALUE_SLOTS; without `late_vars`
+    no `late_vars` slot is placed after the channel's variables (a group may hold it)."""
+    group_of = _LINE_GROUP_OF if groups is None else {
+        name: k for k, names in groups.items() for name in names}
+    slot_of = VALUE_SLOTS if value_slots is None else {**VALUE_SLOTS, **value_slots}
     values = dict(headers)
     tokens = sorted(
         ((values.get("Unique-ID", ""), "uuid"),
@@ -317,7 +337,7 @@ def compile_template(key: str, source: str, headers: Sequence[tuple[str, str]],
     seen_groups: set[str] = set()
     has_late_vars = any(n == "variable_current_application" for n in names)
     last_var = max((i for i, n in enumerate(names) if n.startswith("variable_")), default=-1)
-    groups_present = _groups_in(names)
+    groups_present = {group_of[n] for n in names if n in group_of}
 
     def lines_slot(slot_key: str, taken: list[tuple[str, str]]) -> None:
         builder.lines(slot_key)
@@ -325,7 +345,7 @@ def compile_template(key: str, source: str, headers: Sequence[tuple[str, str]],
         captured_values.setdefault(slot_key, []).extend(taken)
 
     for index, (name, value) in enumerate(headers):
-        group = _LINE_GROUP_OF.get(name) if line_slots else None
+        group = group_of.get(name) if line_slots else None
         if line_slots and name in REPEATED_LINES:
             builder.lines(REPEATED_LINES[name])
             slots.add(REPEATED_LINES[name])
@@ -335,8 +355,8 @@ def compile_template(key: str, source: str, headers: Sequence[tuple[str, str]],
                 seen_groups.add(group)
                 lines_slot(group, [])
             captured_values[group].append((name, value))
-        elif name in VALUE_SLOTS:
-            slot_key = VALUE_SLOTS[name]
+        elif name in slot_of:
+            slot_key = slot_of[name]
             builder.whole_value_header(name, slot_key)
             slots.add(slot_key)
             captured_values[slot_key] = value
@@ -358,8 +378,8 @@ def compile_template(key: str, source: str, headers: Sequence[tuple[str, str]],
         if follow and follow not in seen_groups and follow not in groups_present:
             seen_groups.add(follow)
             lines_slot(follow, [])
-        if (name == "variable_current_application"
-                or (not has_late_vars and index == last_var)):
+        if late_vars and (name == "variable_current_application"
+                          or (not has_late_vars and index == last_var)):
             lines_slot("late_vars", [])
     return Template(
         key=key,
@@ -375,10 +395,6 @@ def compile_template(key: str, source: str, headers: Sequence[tuple[str, str]],
         header_values=header_values,
         captured_values=captured_values,
     )
-
-
-def _groups_in(names: Iterable[str]) -> set[str]:
-    return {_LINE_GROUP_OF[n] for n in names if n in _LINE_GROUP_OF}
 
 
 def _compile_all() -> dict[str, Template]:

@@ -56,10 +56,14 @@ def api_response(body: str) -> bytes:
     return b"Content-Type: api/response\nContent-Length: %d\n\n%s" % (len(raw), raw)
 
 
-def disconnect_notice(body: str) -> bytes:
+def disconnect_notice(body: str, session: str | None = None) -> bytes:
+    """`text/disconnect-notice`; on a connection controlling a channel (the `socket`
+    application's) it names the channel and says `Content-Disposition: disconnect`."""
     raw = body.encode()
-    return frame(
-        [("Content-Type", "text/disconnect-notice"), ("Content-Length", str(len(raw)))], raw)
+    headers = [("Content-Type", "text/disconnect-notice")]
+    if session:
+        headers += [("Controlled-Session-UUID", session), ("Content-Disposition", "disconnect")]
+    return frame([*headers, ("Content-Length", str(len(raw)))], raw)
 
 
 EVENT_NAMES = frozenset((

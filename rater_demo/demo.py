@@ -1,7 +1,9 @@
 """One demo run: the whole product on one machine with nothing installed but Python.
 
 Private Redis and PostgreSQL in a temporary directory, the example dataset, the FreeSWITCH
-simulator placing calls, the daemon rating them. Live progress every second, a summary from
+simulator placing calls, the daemon rating them: each call asks the daemon on its decision
+socket (FreeSWITCH's `socket` application, as the shipped dialplan does; any free port) and
+parks only when it is not decided there. Live progress every second, a summary from
 PostgreSQL at the end (checked against the live Redis balances), and nothing left running.
 """
 
@@ -22,7 +24,7 @@ import gevent
 import psycopg
 from gevent.event import Event
 
-from fssim import Simulator
+from fssim import LoadCounters, Simulator
 from loader.dataset import import_dataset_file
 from loader.migrate import migrate
 from loader.sync import redis_client, sync_once
@@ -49,6 +51,11 @@ DEMO_DESTINATIONS = ("447700900123", "447911123456", "442071230000", "4420794600
                      "447700900456", "449012345678", "3312345678")
 
 
+# Where the daemon listens for the calls' questions (any free port of it); a --config file
+# says its own (`decision_socket.listen`, "" = off: calls park).
+DECISION_SOCKET = "127.0.0.1:0"
+
+
 @dataclasses.dataclass
 class DemoOptions:
     cps: float = 20.0
@@ -67,6 +74,7 @@ class Demo:
         self.out = out
         self.stop = Event()
         self.interrupted = False
+        self.load: LoadCounters | None = None
 
     def say(self, text: str = "") -> None:
         self.out.write(text + "\n")
@@ -111,6 +119,10 @@ class Demo:
             host, port = daemon.status.address if daemon.status else ("-", 0)
             self.say(f"simulated FreeSWITCH on 127.0.0.1:{sim.port}; metrics on "
                      f"http://{host}:{port}/metrics, health on http://{host}:{port}/health")
+            if daemon.decisions is not None:
+                sim.decision_socket = where = daemon.decisions.address
+                self.say(f"calls ask the daemon on its decision socket, {where[0]}:{where[1]}, "
+                         "before they would park")
             sim.wait_for_listener(["CHANNEL_PARK"], timeout=10)
             self._drive(sim, daemon)
         finally:
@@ -127,12 +139,15 @@ class Demo:
             metrics=dataclasses.replace(cfg.metrics, port=_free_or_any(self.opts.metrics_port)),
             flusher=dataclasses.replace(cfg.flusher, block_ms=100),
             renewal=dataclasses.replace(cfg.renewal, enabled=False),
+            decision_socket=dataclasses.replace(cfg.decision_socket, listen=_any_port(
+                cfg.decision_socket.listen if self.opts.config else DECISION_SOCKET)),
         )
 
     def _drive(self, sim: Simulator, daemon: Daemon) -> None:
         gen = sim.run_load(self.opts.cps, duration=self.opts.duration,
                            destinations=DEMO_DESTINATIONS, accounts=DEMO_ACCOUNTS,
                            talk_seconds=self.opts.talk, answer_ratio=0.9, seed=7)
+        self.load = gen.counters
         self.say(f"placing {self.opts.cps:g} calls/s for {self.opts.duration:g} s "
                  "(Ctrl-C to stop early)")
         self.say(" time  placed   cps  live  refused  charged (level 0 / 1 / 2)")
@@ -195,8 +210,11 @@ class Demo:
         self.say("summary (from PostgreSQL)")
         self.say(f"  rated legs (CDRs)    {calls}")
         self.say(f"  answered             {answered}")
-        self.say(f"  refused at park      {sum(refused.values())}  "
+        self.say(f"  refused              {sum(refused.values())}  "
                  + ", ".join(f"{k}: {v}" for k, v in sorted(refused.items())))
+        if self.load is not None:
+            self.say(f"  decision socket      {self.load.on_socket} of {self.load.placed} "
+                     f"calls decided there, {self.load.parked} parked")
         self.say(f"  billed seconds       {seconds}")
         self.say(f"  customer revenue     {format_micros(int(revenue))}")
         self.say("  level  legs  charged         package seconds")
@@ -208,6 +226,12 @@ class Demo:
         diffs = len(report.differences)
         self.say(f"reconcile Redis vs PostgreSQL: {diffs} difference(s)")
         return 0 if diffs == 0 else 1
+
+
+def _any_port(listen: str) -> str:
+    """`host:0` (any free port) for a configured `host:port`; "" (off) stays off."""
+    host, sep, _port = listen.rpartition(":")
+    return f"{host}:0" if sep and host else listen
 
 
 def _free_or_any(port: int) -> int:

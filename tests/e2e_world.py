@@ -171,10 +171,14 @@ class World:
 def running_world(cfg: Config, database_url: str, *, debit_interval: int = 2,
                   data: dict[str, Any] | None = None, event_format: str = "plain",
                   password: str = "ClueCon", nodes: int = 1, switch_records: bool = True,
-                  record_wait: float = 3.0, channel_sync: float = 1.0) -> Iterator[World]:
+                  record_wait: float = 3.0, channel_sync: float = 1.0,
+                  decision_socket: bool = False) -> Iterator[World]:
     """Import the world, sync it, start the simulator and the daemon against it. With
     `switch_records`, the simulator writes FreeSWITCH's per-call records (mod_cdr_pg_csv)
-    into the test database; `channel_sync` is the daemon's channel check interval."""
+    into the test database; `channel_sync` is the daemon's channel check interval. With
+    `decision_socket` the daemon listens on one (a free port, kept in `world.cfg` so that a
+    restarted daemon listens there again) and every simulator asks it before parking;
+    without, the daemon listens on none (the example config's 127.0.0.1:8084 is not taken)."""
     with psycopg.connect(database_url) as conn:
         import_dataset(conn, data or dataset())
     writer = RecordWriter(database_url) if switch_records else None
@@ -195,10 +199,18 @@ def running_world(cfg: Config, database_url: str, *, debit_interval: int = 2,
         metrics=dataclasses.replace(cfg.metrics, port=0),
         renewal=dataclasses.replace(cfg.renewal, enabled=False),
         snapshot=dataclasses.replace(cfg.snapshot, poll_interval=0.2),
+        decision_socket=dataclasses.replace(
+            cfg.decision_socket, listen="127.0.0.1:0" if decision_socket else ""),
     )
     world = World(cfg, sim, Daemon(cfg), database_url, sims)
     world.sync()
     world.daemon.start()
+    if world.daemon.decisions is not None:
+        host, port = world.daemon.decisions.address
+        world.cfg = dataclasses.replace(cfg, decision_socket=dataclasses.replace(
+            cfg.decision_socket, listen=f"{host}:{port}"))
+        for s in sims:
+            s.decision_socket = (host, port)
     try:
         for s in sims:
             s.wait_for_listener(["CHANNEL_PARK"], timeout=10)
