@@ -62,11 +62,33 @@ def conditions(ext: ET.Element) -> dict[str, str]:
     return {c.get("field"): c.get("expression") for c in ext.iter("condition")}
 
 
+def variables_set(ext: ET.Element) -> dict[str, str]:
+    """What the extension's set, unset and multiset actions leave on the channel, in order
+    (mod_dptools: `multiset ^^<d>k=v<d>…`; an empty value unsets, as `unset` does)."""
+    out: dict[str, str] = {}
+    for a in ext.iter("action"):
+        app, data = a.get("application"), a.get("data") or ""
+        if app == "unset":
+            pairs = [f"{data}="]
+        elif app == "set":
+            pairs = [data]
+        elif app == "multiset":
+            assert data.startswith("^^"), data
+            pairs = data[3:].split(data[2])
+        else:
+            continue
+        for pair in pairs:
+            name, _, value = pair.partition("=")
+            out[name] = value
+    return out
+
+
 def test_outbound_account_comes_from_authentication_not_from_the_from_header():
     ext = extension("rater_outbound")
     assert conditions(ext)["${sip_authorized}"] == "^true$"
-    sets = [a.get("data") for a in ext.iter("action") if a.get("application") == "set"]
-    assert "rater_account=${accountcode}" in sets
+    assert variables_set(ext) == {
+        "rater_account": "${accountcode}", "rater_direction": "outbound",
+        "rater_destination": "$1", "park_timeout": "20:NORMAL_TEMPORARY_FAILURE"}
     for path in SHIPPED.glob("*.xml"):
         assert "sip_from_user" not in path.read_text(), path.name
 
@@ -81,8 +103,9 @@ def test_unauthenticated_outbound_calls_are_refused_by_the_dialplan():
 
 def test_inbound_clears_any_account_so_the_did_decides():
     ext = extension("rater_inbound_did", "00_rater_inbound.xml")
-    unset = [a.get("data") for a in ext.iter("action") if a.get("application") == "unset"]
-    assert unset == ["rater_account", "accountcode"]
+    marks = variables_set(ext)
+    assert (marks["rater_account"], marks["accountcode"]) == ("", "")  # unset
+    assert (marks["rater_direction"], marks["rater_destination"]) == ("inbound", "$1")
 
 
 @pytest.mark.parametrize(("name", "file"), [("rater_outbound", "00_rater_outbound.xml"),

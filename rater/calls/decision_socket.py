@@ -10,7 +10,8 @@ listener, which also wakes only every 20 ms when the daemon sends it nothing
 node's inbound connection.
 
 A call this process cannot decide (it is stopping, the call is not marked for rating, its
-switch is not one of the configured nodes, no decision within `decide_within`) is released:
+switch is not one of the configured nodes or is not connected yet, so that the call's
+events would not be seen, no decision within `decide_within`) is released:
 its dialplan goes on and parks it, and the usual path decides it. With the daemon down the
 switch cannot connect, and the dialplan parks the call at once.
 """
@@ -123,6 +124,13 @@ class DecisionSocket:
                 log.error("call %s asked from %s:%d, a switch (Core-UUID %s) that is none of "
                           "the configured nodes: released to its dialplan", call.uuid,
                           *address[:2], event.core_uuid)
+                self._release(call)
+                return
+            if not self._nodes[node].ready:
+                # its answer and hangup could come before this node's events flow again:
+                # parked, the call is decided by the check that follows the reconnection
+                log.info("call %s: node %s is not connected yet: released to its dialplan",
+                         call.uuid, node)
                 self._release(call)
                 return
             self._submit((call.uuid, AskedCall(parked_event(node, event),
