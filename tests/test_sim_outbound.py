@@ -228,7 +228,7 @@ def test_fssim_answers_the_captured_listener_as_freeswitch_did(sim: Simulator,
     else:
         assert (call.state, call.cause) == (CallState.HUNGUP, "NORMAL_CLEARING")
         assert not call.socket_decided and not names(sim, uuid) & PARKING
-    assert not sim.sockets.sessions
+    wait_for(lambda: not sim.sockets.sessions, "the application's return")
 
 
 def check_channel_data(sim: Simulator, frame: Frame, uuid: str, destination: str,
@@ -299,20 +299,38 @@ def test_the_daemons_outbound_connection_reads_fssim(sim: Simulator) -> None:
 
 # --- waiting, giving up, falling back to park ---------------------------------------------------
 
-def test_a_listener_that_never_answers_keeps_the_call_until_the_caller_gives_up(
+def test_while_it_waits_on_the_socket_the_channel_shows_the_socket_application(
         sim: Simulator) -> None:
     listener = asking(sim, lambda conn: None)  # it reads, and never writes
-    uuid = sim.place_call(ACCOUNT, "447700900123", park_timeout=0.5)
+    uuid = sim.place_call(ACCOUNT, "447700900123", park_timeout=DEADLINE)
     wait_for(lambda: bool(sim.sockets.sessions.get(uuid)
                           and sim.sockets.sessions[uuid].connected), "connection")
     [row] = _channels(sim)
     assert (row["uuid"], row["application"]) == (uuid, "socket")
+    assert sim.hangup(uuid)  # the caller hangs up (CANCEL)
+    assert sim.call(uuid).cause == "ORIGINATOR_CANCEL"
+    # nothing was asked (no connect): only the notice, naming the channel
+    got = bytes(listener.next().got)
+    assert got.startswith(NOTICE) and f"Controlled-Session-UUID: {uuid}\n".encode() in got
+
+
+@pytest.mark.parametrize("asks", [False, True])
+def test_a_listener_that_never_decides_keeps_the_call_until_the_caller_gives_up(
+        sim: Simulator, asks: bool) -> None:
+    """No decision ever (with or without `connect` first): the channel waits, nothing else
+    ends it but the caller's patience; then the notice, and no park."""
+    def script(conn: Conn) -> None:
+        if asks:
+            conn.send(CONNECT)
+
+    listener = asking(sim, script)
+    uuid = sim.place_call(ACCOUNT, "447700900123", park_timeout=0.5)
     call = sim.wait_for_hangup(uuid, DEADLINE)
     assert (call.cause, call.hangup_by) == ("ORIGINATOR_CANCEL", "caller")
     assert not names(sim, uuid) & PARKING
-    got = bytes(listener.next().got)
-    # nothing was asked (no connect): only the notice, naming the channel
-    assert got.startswith(NOTICE) and f"Controlled-Session-UUID: {uuid}\n".encode() in got
+    last = FrameParser().feed(bytes(listener.next().got))[-1]
+    assert last.content_type == "text/disconnect-notice"
+    assert last.header("Controlled-Session-UUID") == uuid.encode()
 
 
 def test_no_first_command_in_time_ends_the_connection_and_the_call_parks(
