@@ -126,3 +126,12 @@ def test_a_caller_who_hangs_up_while_the_daemon_decides_costs_nothing(world):
     assert (state.held_micros, state.live_legs) == (0, 0)
     assert not world.daemon.redis.sismember(world.daemon.keys.live(tag), uuid)
     assert world.sql("SELECT count(*) FROM ledger_entries WHERE ref = %s", uuid) == [(0,)]
+
+
+def test_a_call_the_daemon_does_not_rate_is_released_to_park_and_counted(world):
+    """Asked about a call its dialplan did not mark for rating, the daemon lets it go: the
+    call parks (where nobody decides it: the caller gives up) and `released` counts it."""
+    uuid = world.call(P1, UK, duration=1.0, variables={"rater_direction": "none"})
+    wait_until(lambda: world.sim.call(uuid).state is CallState.PARKED, 10)
+    assert (asked(world), asked(world, "released")) == (1, 1)
+    assert world.sim.call(uuid).commands == []

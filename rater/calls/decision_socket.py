@@ -38,9 +38,11 @@ log = logging.getLogger(__name__)
 class SocketControl:
     """The decision of one asking call, sent on its own connection (AskingControl)."""
 
-    def __init__(self, call: OutboundCall, clock: Clock) -> None:
+    def __init__(self, call: OutboundCall, clock: Clock,
+                 on_release: Callable[[], None] = lambda: None) -> None:
         self.call = call
         self._clock = clock
+        self._on_release = on_release
 
     @property
     def open(self) -> bool:
@@ -65,7 +67,10 @@ class SocketControl:
         self.call.decide([commands.execute("hangup", cause)], "hangup")
 
     def release(self) -> None:
-        self.call.release()
+        """Let the call go undecided: its dialplan goes on (and parks it)."""
+        if self.call.waiting:
+            self._on_release()
+            self.call.release()
 
     def _check(self, uuid: str) -> None:
         if uuid != self.call.uuid:
@@ -94,6 +99,7 @@ class DecisionSocket:
         self._decide_within = decide_within
         self._clock = clock or SystemClock()
         self._counted = metrics.decision_socket
+        self._released = metrics.decision_socket.labels("released")
         self._server: StreamServer | None = None
 
     @property
@@ -133,12 +139,12 @@ class DecisionSocket:
                          call.uuid, node)
                 self._release(call)
                 return
-            self._submit((call.uuid, AskedCall(parked_event(node, event),
-                                               SocketControl(call, self._clock))))
+            control = SocketControl(call, self._clock, self._released.inc)
+            self._submit((call.uuid, AskedCall(parked_event(node, event), control)))
             if not call.done.wait(self._decide_within):
                 log.warning("call %s: no decision within %gs: released to its dialplan",
                             call.uuid, self._decide_within)
-                self._release(call)
+                control.release()
             call.done.wait(self._timeout)  # a decision being sent finishes first
         except (SwitchError, MalformedFrame) as exc:
             log.warning("decision socket, connection from %s:%d: %s", *address[:2], exc)
@@ -146,7 +152,7 @@ class DecisionSocket:
             call.close()
 
     def _release(self, call: OutboundCall) -> None:
-        self._counted.labels("released").inc()
+        self._released.inc()
         call.release()
 
     def _node_of(self, core_uuid: str) -> str | None:

@@ -2,7 +2,7 @@
 Socket's outbound mode, static: the channel's own thread serves the connection). No rating
 here: read the call's data, then admit it or hang it up, then `exit`.
 
-The conversation, as a real FreeSWITCH 1.10.12 holds it (fssim/captures/esl_outbound_*):
+The conversation, as a real FreeSWITCH 1.10.12 holds it (fssim/captures/outbound/outbound_*):
 
     daemon  connect                          switch  command/reply + the channel's data
     daemon  sendmsg: execute multiset ...    switch  +OK (the application has run)
