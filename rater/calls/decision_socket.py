@@ -126,17 +126,17 @@ class DecisionSocket:
             self._counted.labels("asked").inc()
             node = self._node_of(event.core_uuid or "")
             if node is None:
-                self._counted.labels("foreign").inc()
-                log.error("call %s asked from %s:%d, a switch (Core-UUID %s) that is none of "
-                          "the configured nodes: released to its dialplan", call.uuid,
-                          *address[:2], event.core_uuid)
-                self._release(call)
-                return
-            if not self._nodes[node].ready:
-                # its answer and hangup could come before this node's events flow again:
-                # parked, the call is decided by the check that follows the reconnection
-                log.info("call %s: node %s is not connected yet: released to its dialplan",
-                         call.uuid, node)
+                if all(link.ready for link in self._nodes.values()):
+                    self._counted.labels("foreign").inc()
+                    log.error("call %s asked from %s:%d, a switch (Core-UUID %s) that is none "
+                              "of the configured nodes: released to its dialplan", call.uuid,
+                              *address[:2], event.core_uuid)
+                else:
+                    # maybe from a node whose events do not flow (yet): its answer and hangup
+                    # could be missed. Parked, the call is decided by the check that follows
+                    # the node's reconnection.
+                    log.info("call %s: no connected node has Core-UUID %s: released to its "
+                             "dialplan", call.uuid, event.core_uuid)
                 self._release(call)
                 return
             control = SocketControl(call, self._clock, self._released.inc)
@@ -156,10 +156,12 @@ class DecisionSocket:
         call.release()
 
     def _node_of(self, core_uuid: str) -> str | None:
-        """The configured node with this Core-UUID (asked again once if none matches: the
-        switch may have restarted since)."""
+        """The connected node with this Core-UUID (asked again once if none matches: the
+        switch may have restarted since). Nodes not connected are not asked: a call must
+        not wait on a node's reconnection."""
+        ready = [(name, link) for name, link in self._nodes.items() if link.ready]
         for fresh in (False, True):
-            for name, link in self._nodes.items():
+            for name, link in ready:
                 try:
                     if link.core_uuid(self._timeout, fresh=fresh) == core_uuid:
                         return name
