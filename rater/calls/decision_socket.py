@@ -9,11 +9,12 @@ listener, which also wakes only every 20 ms when the daemon sends it nothing
 (benchmarks/README.md has the figures). Answers and hangups still come as events on the
 node's inbound connection.
 
-A call this process cannot decide (it is stopping, the call is not marked for rating, its
-switch is not one of the configured nodes or is not connected yet, so that the call's
-events would not be seen, no decision within `decide_within`) is released:
-its dialplan goes on and parks it, and the usual path decides it. With the daemon down the
-switch cannot connect, and the dialplan parks the call at once.
+A call this process cannot decide or follow is released: when it is stopping, when the call
+is not marked for rating, when no connected node has the call's Core-UUID (a foreign
+switch, or a node whose events do not flow yet: the call's answer and hangup would be
+missed), or when no decision comes within `decide_within`. Its dialplan goes on and parks
+it, and the usual path decides it. With the daemon down the switch cannot connect, and the
+dialplan parks the call at once.
 """
 
 from __future__ import annotations
