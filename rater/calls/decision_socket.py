@@ -99,8 +99,10 @@ class DecisionSocket:
         self._timeout = timeout
         self._decide_within = decide_within
         self._clock = clock or SystemClock()
-        self._counted = metrics.decision_socket
-        self._released = metrics.decision_socket.labels("released")
+        counted = metrics.decision_socket
+        self._asked = counted.labels("asked")
+        self._foreign = counted.labels("foreign")
+        self._released = counted.labels("released")
         self._server: StreamServer | None = None
 
     @property
@@ -124,11 +126,11 @@ class DecisionSocket:
         call = OutboundCall(sock, self._timeout)
         try:
             event = call.connect()
-            self._counted.labels("asked").inc()
+            self._asked.inc()
             node = self._node_of(event.core_uuid or "")
             if node is None:
                 if all(link.ready for link in self._nodes.values()):
-                    self._counted.labels("foreign").inc()
+                    self._foreign.inc()
                     log.error("call %s asked from %s:%d, a switch (Core-UUID %s) that is none "
                               "of the configured nodes: released to its dialplan", call.uuid,
                               *address[:2], event.core_uuid)

@@ -139,11 +139,8 @@ class CallHandler:
             if live is None:
                 if not ev.rated or not self.accepting:
                     return None
-                live = self.legs.create(uuid, ev.node, self.clock.monotonic())
-                live.parked_at = live.created_at
-                self.metrics.live_legs.set(len(self.legs))
-            return L.Parked(ev.account, ev.direction, ev.destination, ev.caller, ev.created_usec,
-                            ev.answered_usec)
+                self._take_up(uuid, ev)
+            return _parked(ev)
         if live is None:
             if ev.name == "CHANNEL_HANGUP_COMPLETE" and ev.node and self._keeping_unclaimed():
                 self._unclaimed[uuid] = (self.clock.monotonic(), _hung_up(ev))
@@ -162,12 +159,9 @@ class CallHandler:
         if live is not None or not ev.rated or not self.accepting or not control.open:
             control.release()
             return
-        live = self.legs.create(uuid, ev.node, self.clock.monotonic())
-        live.parked_at = live.created_at
+        live = self._take_up(uuid, ev)
         live.asking = control
-        self.metrics.live_legs.set(len(self.legs))
-        events: list[L.Event] = [L.Parked(ev.account, ev.direction, ev.destination, ev.caller,
-                                          ev.created_usec, ev.answered_usec)]
+        events: list[L.Event] = [_parked(ev)]
         seen = self._unclaimed.pop(uuid, None)
         if seen is not None:
             events.append(seen[1])  # its hangup was handled before its question
@@ -177,6 +171,13 @@ class CallHandler:
             live.asking = None
             if control.open:  # nothing was sent on it: let the dialplan go on (and park)
                 control.release()
+
+    def _take_up(self, uuid: str, ev: SwitchEvent) -> LiveLeg:
+        """A new leg for a call asking to be decided (parked, or on the decision socket)."""
+        live = self.legs.create(uuid, ev.node, self.clock.monotonic())
+        live.parked_at = live.created_at
+        self.metrics.live_legs.set(len(self.legs))
+        return live
 
     def _keeping_unclaimed(self) -> bool:
         now = self.clock.monotonic()
@@ -384,6 +385,11 @@ class CallHandler:
         if live.parked_at:
             self.metrics.decision_seconds.observe(self.clock.monotonic() - live.parked_at)
             live.parked_at = 0.0
+
+
+def _parked(ev: SwitchEvent) -> L.Parked:
+    return L.Parked(ev.account, ev.direction, ev.destination, ev.caller, ev.created_usec,
+                    ev.answered_usec)
 
 
 def _hung_up(ev: SwitchEvent) -> L.HungUp:

@@ -25,7 +25,13 @@ import socket
 import gevent
 from gevent.event import Event
 
-from rater.errors import CommandFailed, MalformedFrame, ReplyTimeout, SwitchUnavailable
+from rater.errors import (
+    CommandFailed,
+    MalformedFrame,
+    ReplyTimeout,
+    SwitchError,
+    SwitchUnavailable,
+)
 from rater.esl import commands
 from rater.esl.frames import Frame, FrameParser
 from rater.esl.names import ContentType, Header
@@ -108,8 +114,8 @@ class OutboundCall:
         self._finishing = True
         try:
             self._send(commands.exit())
-        except (SwitchUnavailable, ReplyTimeout):
-            pass
+        except SwitchError:
+            pass  # the channel went on (or down) without us: nothing more to do
         finally:
             self.done.set()
 
