@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from rater.reasons import Reason
+from rater.reasons import Reason, SettlementKind
 
 # Park-to-decision latency buckets: sub-millisecond to a second.
 DECISION_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 # Label values known in advance (refusal reasons: rater.reasons.Reason).
 RESERVATION_RESULTS = ("ok", "short", "refused", "error")
-SETTLEMENTS = ("final", "switch_record", "unanswered", "as_reserved")
+SETTLEMENTS = tuple(SettlementKind)
 DECISION_SOCKET_RESULTS = ("asked", "released", "foreign")
 CHANNEL_SYNC_FINDINGS = ("gone", "parked", "readmit", "answered")
 RENEWAL_OUTCOMES = ("renewed", "released", "failed")

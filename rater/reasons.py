@@ -40,6 +40,18 @@ class ReservationStatus(StrEnum):
     REFUSED = "refused"                          # nothing more
 
 
+class SettlementKind(StrEnum):
+    """How a leg was settled: the CDR's `settlement` and a label of `rater_commits`."""
+
+    FINAL = "final"                  # from its hangup event
+    SWITCH_RECORD = "switch_record"  # ended unseen: from FreeSWITCH's own record
+    UNANSWERED = "unanswered"        # never answered: nothing charged
+    AS_RESERVED = "as_reserved"      # ended unseen, no record in time: what was reserved
+    # Refused although its authorization may have been written (Redis's reply was lost):
+    # taken back, holds and channel freed, no CDR (the call never was).
+    WITHDRAWN = "withdrawn"
+
+
 class LegStatus(StrEnum):
     """A leg's stored status in Redis (its `st` field, written by the Lua scripts)."""
 

@@ -3,6 +3,7 @@
     proxy = TcpProxy("127.0.0.1", 5432).start()   # proxy.port, proxy.url_for(url)
     proxy.cut()       # drop every connection and refuse new ones (the server is "stopped")
     proxy.hang()      # keep connections open but forward nothing (a stalled server/network)
+    proxy.lose_replies_to(b"...")  # deliver a request holding these bytes, drop its reply
     proxy.restore()   # accept and forward again; data held during a hang is delivered
     proxy.stop()
 
@@ -25,6 +26,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._flowing = threading.Event()
         self._flowing.set()
+        self._lose_marker: bytes | None = None
         self._listener: socket.socket | None = None
         self._conns: set[socket.socket] = set()
         self._stopped = False
@@ -50,8 +52,14 @@ class TcpProxy:
         """Stop forwarding bytes in both directions; connections stay open."""
         self._flowing.clear()
 
+    def lose_replies_to(self, marker: bytes) -> None:
+        """From now on, a request holding `marker` still reaches the server, but the reply
+        is dropped with its connection: the client cannot know whether it was done."""
+        self._lose_marker = marker
+
     def restore(self) -> None:
-        """Undo cut() or hang()."""
+        """Undo cut(), hang() or lose_replies()."""
+        self._lose_marker: bytes | None = None
         self._flowing.set()
         if self._listener is None and not self._stopped:
             self._listen()
@@ -106,16 +114,24 @@ class TcpProxy:
                     return
                 self._conns.update((client, upstream))
                 self.accepted += 1
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+            marked = threading.Event()  # this connection sent a request holding the marker
+            for src, dst, reply in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._pump, args=(src, dst, reply, marked),
+                                 daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, reply: bool,
+              marked: threading.Event) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
                 self._flowing.wait()
+                marker = self._lose_marker
+                if reply and marked.is_set():
+                    break  # the reply is dropped, and its connection with it
+                if not reply and marker is not None and marker in data:
+                    marked.set()
                 dst.sendall(data)
         except OSError:
             pass

@@ -17,6 +17,9 @@ from tests.test_e2e_faults import wait_reserved_while_up, wait_until
 
 pytestmark = pytest.mark.slow
 
+# authorize.lua's operation id as it travels in the request (RESP: a 3-byte argument)
+AUTHORIZE_OP = b"$3\r\no:a\r\n"
+
 
 def live_legs(world) -> set[str]:
     tag = world.daemon.snapshots.current.account(P1).tag
@@ -88,3 +91,37 @@ def test_with_the_daemon_gone_concurrent_calls_end_where_their_money_does(cfg, d
         # reserved 5 or 10 s each when the daemon left; the net fires < 2 s later
         assert all(b <= 12 for b in billed), billed
         assert world.balance(PP) == -10_000 * sum(billed) >= -300_000  # never past the credit
+
+
+def test_an_authorization_whose_reply_was_lost_is_withdrawn(cfg, database_url):
+    """Redis runs authorize.lua but its reply never comes back (the connection drops under
+    it, on every retry), so the daemon refuses the call (internal_error) not knowing that
+    the leg, its hold and its channel were written. It withdraws the authorization: nothing
+    held, no channel counted, no leg left live, and no CDR for a call that never was.
+    (Left, the leg was settled by a later adoption as an unanswered call, with a CDR.)"""
+    parts = urlsplit(cfg.redis.url)
+    direct = redis.Redis.from_url(cfg.redis.url)
+    with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 6379) as proxy:
+        proxied = dataclasses.replace(
+            cfg, redis=dataclasses.replace(cfg.redis, url=proxy.url_for(cfg.redis.url)))
+        with running_world(proxied, database_url, channel_sync=3600) as world:
+            keys = world.daemon.keys
+            tag = world.daemon.snapshots.current.account(P1).tag
+            first = world.call(P1, UK, duration=1.2)  # an ordinary call: 2 s at 10000/s
+            world.wait_cdr(first)  # (and authorize.lua is loaded: no NOSCRIPT reply to lose)
+            proxy.lose_replies_to(AUTHORIZE_OP)
+            uuid = world.call(P1, UK, duration=1.2)
+            assert world.wait(uuid).cause == "NORMAL_TEMPORARY_FAILURE"  # internal_error
+            world.settle()
+            leg = direct.hgetall(keys.leg(tag, uuid))
+            assert leg[b"o:a"].startswith(b"ok ")  # Redis did authorize it...
+            assert leg[b"st"] == b"committed"      # ...and it was withdrawn
+            assert uuid not in live_legs(world)
+            held, ch = direct.hmget(keys.account(tag, P1), "held", "ch")
+            assert (int(held or 0), int(ch or 0)) == (0, 0)
+            assert world.balance(P1) == world.pg_balance(P1) == 1_000_000 - 20_000
+            metrics = world.daemon.metrics
+            assert metrics.commits.labels("withdrawn")._value.get() == 1
+            assert metrics.calls_refused.labels("internal_error")._value.get() == 1
+            assert world.sql("SELECT uuid FROM cdrs") == [(first,)]  # none for the refused
+    direct.close()

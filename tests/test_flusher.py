@@ -453,7 +453,7 @@ def test_postgres_hang_then_restore(world: World) -> None:
     run_outage(world, 1.0, mode="hang")
 
 
-@pytest.mark.slow
+@pytest.mark.faults  # 30 s: the long-fault tier (the 1 s outages above run in CI)
 def test_postgres_stopped_30s_while_calls_run(world: World) -> None:
     run_outage(world, 30.0)
 

@@ -11,11 +11,13 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rater.errors import LedgerError
 from rater.ledger.client import BucketOp, Entry, Ledger
 from rater.ledger.keys import KeySpace
 from rater.ledger.replies import Authorization, LevelFigures
 from rater.rating.chain import BucketRef, LegPlan, LevelPlan
 from rater.rating.tariff import Tariff, leg_cost, max_billed_seconds
+from rater.reasons import SettlementKind
 from tests import golden_vectors
 
 KS = KeySpace(prefix="rt", shards=4)
@@ -403,6 +405,34 @@ def test_unanswered_leg_releases_holds_and_channel(ledger: Ledger, rds: redis.Re
     [entry] = outbox(rds)
     assert entry["cdr"]["settlement"] == "unanswered"
     assert entry["ledger"] == []
+
+
+def test_a_withdrawn_leg_frees_everything_and_writes_nothing(ledger: Ledger, rds: redis.Redis):
+    """An authorization taken back (the daemon refused the call when authorize's reply was
+    lost): holds, package seconds and channels freed at every level, no CDR, no ledger
+    entry; replays of either answer as before and create nothing."""
+    seed(ledger.redis, CUSTOMER, 5_000_000)
+    seed(ledger.redis, R1, 9_000_000)
+    seed_bucket(ledger.redis, "o1", 600)
+    p = plan(level(CUSTOMER, RETAIL, buckets=(bucket("o1", 600),)), level(R1, WHOLESALE))
+    keys = ledger.leg_keys("wd", p)
+    auth = ledger.authorize("wd", p, cap_seconds=600)
+    assert auth.allowed
+    assert ledger.account_state(TAG, CUSTOMER).live_legs == 1
+    assert ledger.account_state(TAG, R1).live_legs == 1
+    settled = ledger.commit(keys, "wd", 0, settlement=SettlementKind.WITHDRAWN)
+    assert (settled.ok, settled.total_cost_micros) == (True, 0)
+    for account, balance in ((CUSTOMER, 5_000_000), (R1, 9_000_000)):
+        state = ledger.account_state(TAG, account)
+        assert (state.balance_micros, state.held_micros, state.live_legs) == (balance, 0, 0)
+    assert ledger.bucket_state(TAG, "o1").seconds_left == 600
+    assert outbox(rds) == []
+    assert ledger.live_legs(TAG) == set()
+    assert ledger.commit(keys, "wd", 0, settlement=SettlementKind.WITHDRAWN) == settled
+    assert ledger.authorize("wd", p, cap_seconds=600) == auth  # its stored answer
+    assert ledger.account_state(TAG, CUSTOMER).live_legs == 0
+    with pytest.raises(LedgerError, match="withdrawn leg bills nothing"):
+        ledger.commit(keys, "wd", 5, settlement=SettlementKind.WITHDRAWN)
 
 
 @settings(max_examples=60, deadline=None,

@@ -74,6 +74,16 @@ def test_refused_call_is_hung_up_and_its_hangup_ignored():
     assert leg.done
 
 
+def test_refused_when_redis_did_not_answer_withdraws_what_it_may_have_written():
+    leg = Leg("u1", 60, 5.0)
+    leg.handle(PARK)
+    actions = leg.handle(AuthDecided(False, reason="internal_error", may_be_written=True))
+    assert actions == [Refuse("internal_error"),
+                       Commit(0, "withdrawn", "", 1_000_000, 0, 0)]
+    assert leg.state is LegState.REFUSED
+    assert leg.handle(HungUp(0, T0, None, "NORMAL_TEMPORARY_FAILURE")) == []  # nothing more
+
+
 def test_duplicate_events_change_nothing():
     leg = admitted()
     assert leg.handle(PARK) == []

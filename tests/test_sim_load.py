@@ -88,7 +88,9 @@ def test_counters_by_outcome(sim: Simulator) -> None:
     client.close()
     # transferred, half of them answered
     client, rater = _rater(sim, "transfer")
-    gen = sim.run_load(500, count=20, talk_seconds=(0.01, 0.02), answer_ratio=0.5, seed=1)
+    # (a caller waits in park as long as it would talk: 0.5 s leaves the stand-in time to
+    # transfer it on a loaded machine; 0.01 s did not always)
+    gen = sim.run_load(500, count=20, talk_seconds=(0.5, 0.6), answer_ratio=0.5, seed=1)
     assert gen.join(DEADLINE)
     expected = sum(sim.call(u).answer for u in gen.uuids)
     assert 0 < expected < 20

@@ -23,7 +23,7 @@ from rater.clock import Clock
 from rater.errors import LedgerBusy, LedgerError
 from rater.ledger.client import Ledger
 from rater.metrics import Metrics
-from rater.reasons import LegRefusal
+from rater.reasons import LegRefusal, SettlementKind
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,8 @@ class Commits:
             self.metrics.redis_errors.inc()
             log.error("call %s: commit script failed: %s", uuid, exc)
             return Outcome.FAILED
+        if not res.ok and c.settlement == SettlementKind.WITHDRAWN:
+            return Outcome.DONE  # unknown_leg: the authorization never landed, nothing to undo
         if not res.ok and res.reason == LegRefusal.UNKNOWN_LEG and self._recreate(uuid, live):
             return self._try_commit(uuid, live, c)
         if not res.ok:

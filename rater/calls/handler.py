@@ -272,10 +272,15 @@ class CallHandler:
                 uuid, plan, cap_seconds=self.cfg.rating.max_call_seconds, caller=a.caller,
                 node=live.node, created_usec=live.leg.created_usec,
             )
-        except (redis.RedisError, LedgerError) as exc:
+        except LedgerError as exc:  # the script failed before its first write
             self.metrics.redis_errors.inc()
             log.error("call %s: authorize failed: %s", uuid, exc)
             return L.AuthDecided(False, reason=Reason.INTERNAL_ERROR)
+        except redis.RedisError as exc:  # the script may have run, its reply lost
+            self.metrics.redis_errors.inc()
+            log.error("call %s: authorize failed: %s (refused; the authorization is withdrawn)",
+                      uuid, exc)
+            return L.AuthDecided(False, reason=Reason.INTERNAL_ERROR, may_be_written=True)
         if not auth.allowed:
             log.info("call %s: refused %s at account %s", uuid, auth.reason, auth.account)
         return L.AuthDecided(auth.allowed, auth.max_seconds, auth.reason)

@@ -13,6 +13,9 @@ the state it comes from.
                                                               ^
     ADMITTED or TALKING --Vanished--> ENDED_UNSEEN --RecordFound | NoRecord | HungUp--+
 
+A refusal because Redis did not answer withdraws the authorization (a Commit settled
+`withdrawn`: no CDR), in case Redis wrote it and only its reply was lost.
+
 A leg whose channel ended unseen (its hangup was lost, or happened while the daemon was
 down) waits in ENDED_UNSEEN for FreeSWITCH's own record of the call (its real answer and
 hangup times); with none in time it is charged what was reserved.
@@ -24,7 +27,7 @@ import enum
 from dataclasses import dataclass
 
 from rater.rating.tariff import billed_seconds_from_msec, billed_seconds_from_usec
-from rater.reasons import Reason, ReservationStatus
+from rater.reasons import Reason, ReservationStatus, SettlementKind
 
 
 class LegState(enum.Enum):
@@ -54,6 +57,9 @@ class AuthDecided:
     allowed: bool
     max_seconds: int = 0
     reason: str | None = None
+    # Refused because Redis did not answer: the authorization may have been written all
+    # the same (the reply was lost), so it is withdrawn.
+    may_be_written: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +197,7 @@ class FindRecord:
 @dataclass(frozen=True, slots=True)
 class Commit:
     billed_seconds: int
-    settlement: str      # final | switch_record | as_reserved | unanswered
+    settlement: SettlementKind
     cause: str
     created_usec: int
     answered_usec: int
@@ -284,7 +290,10 @@ class Leg:
             return []
         if not e.allowed:
             self.state = LegState.REFUSED
-            return [Refuse(e.reason or Reason.INTERNAL_ERROR)]
+            refuse = Refuse(e.reason or Reason.INTERNAL_ERROR)
+            if not e.may_be_written:
+                return [refuse]
+            return [refuse, Commit(0, SettlementKind.WITHDRAWN, "", self.created_usec, 0, 0)]
         self.state = LegState.ADMITTED
         self.max_seconds = e.max_seconds
         answered = self.answered_usec
@@ -343,10 +352,11 @@ class Leg:
             elif e.hangup_usec >= answered:
                 billed = billed_seconds_from_usec(answered, e.hangup_usec)
         was_answered = billed > 0 or self.state is LegState.TALKING or bool(self.answered_usec)
-        return self._finish(billed, "final" if was_answered else "unanswered", e.cause,
+        settlement = SettlementKind.FINAL if was_answered else SettlementKind.UNANSWERED
+        return self._finish(billed, settlement, e.cause,
                             e.created_usec or self.created_usec, answered, e.hangup_usec)
 
-    def _finish(self, billed: int, settlement: str, cause: str, created_usec: int,
+    def _finish(self, billed: int, settlement: SettlementKind, cause: str, created_usec: int,
                 answered_usec: int, hangup_usec: int) -> list[Action]:
         self.state = LegState.FINISHED
         return [CancelTimers(),
@@ -381,13 +391,14 @@ class Leg:
             return []
         answered = e.answered_usec
         billed = billed_seconds_from_msec(e.billmsec) if answered else 0
-        return self._finish(billed, "switch_record" if answered else "unanswered", e.cause,
+        settlement = SettlementKind.SWITCH_RECORD if answered else SettlementKind.UNANSWERED
+        return self._finish(billed, settlement, e.cause,
                             e.created_usec or self.created_usec, answered, e.hangup_usec)
 
     def _on_no_record(self) -> list[Action]:
         if self.state is not LegState.ENDED_UNSEEN:
             return []
         # what was reserved, with the times that are known (no hangup time is)
-        return self._finish(self.granted, "as_reserved", "", self.created_usec,
+        return self._finish(self.granted, SettlementKind.AS_RESERVED, "", self.created_usec,
                             self.answered_usec, 0)
 

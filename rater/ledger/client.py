@@ -40,6 +40,7 @@ from rater.ledger.scripts import register_scripts
 from rater.money import div_half_up
 from rater.rating.chain import LegPlan
 from rater.rating.tariff import Tariff, paid_cost_parts
+from rater.reasons import SettlementKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,14 +224,17 @@ class Ledger:
         created_usec: int = 0,
         answered_usec: int = 0,
         hangup_usec: int = 0,
-        settlement: str = "final",
+        settlement: SettlementKind = SettlementKind.FINAL,
     ) -> Settlement:
-        """Charge the leg from its billed duration, return unused holds, write the CDR."""
+        """Charge the leg from its billed duration, return unused holds, write the CDR
+        (none for a withdrawn leg)."""
         if billed_seconds < 0:
             raise LedgerError(f"leg {uuid}: billed seconds cannot be negative ({billed_seconds})")
+        if settlement == SettlementKind.WITHDRAWN and billed_seconds:
+            raise LedgerError(f"leg {uuid}: a withdrawn leg bills nothing ({billed_seconds} s)")
         args = [
             "o:c", billed_seconds, self._now_usec(), hangup_cause, created_usec, answered_usec,
-            hangup_usec, settlement, self.leg_ttl, uuid,
+            hangup_usec, SettlementKind(settlement).value, self.leg_ttl, uuid,
         ]
         return parse("commit", self._run("commit", keys, args), Settlement)
 
@@ -241,7 +245,7 @@ class Ledger:
         """Finish a leg that never answered: nothing charged, holds and channel freed."""
         return self.commit(
             keys, uuid, 0, hangup_cause=hangup_cause, created_usec=created_usec,
-            hangup_usec=hangup_usec, settlement="unanswered",
+            hangup_usec=hangup_usec, settlement=SettlementKind.UNANSWERED,
         )
 
     # --- money operations -------------------------------------------------------------

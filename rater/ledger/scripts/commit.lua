@@ -1,6 +1,7 @@
 -- commit: the leg is over. Charge every level its final cost from the billed duration,
 -- return the unused holds, free the channel, and append the CDR and ledger entries to the
--- outbox in the same step. A never-answered leg commits with 0 billed seconds (release).
+-- outbox in the same step. A never-answered leg commits with 0 billed seconds (release); a
+-- withdrawn one (0 seconds) frees its holds and channel and writes nothing to the outbox.
 -- KEYS: leg, outbox, live, account 1..n, buckets   (as authorize)
 -- ARGV: named in rater/ledger/fields.py (COMMIT_ARGV)
 local op_field, billed, now_usec, hangup_cause, created_usec, answered_usec, hangup_usec,
@@ -96,7 +97,8 @@ local cdr = '{"uuid":' .. jstr(uuid) .. ',"account":' .. jstr(plan.acct) ..
 local entry = '{"op":"commit","id":' .. jstr(uuid) .. ',"at":' .. int(num(now_usec)) ..
   ',"cdr":' .. cdr .. ',"charges":[' .. table.concat(charges, ',') ..
   '],"usage":[' .. table.concat(usage, ',') .. '],"ledger":[' .. table.concat(ledger, ',') .. ']}'
-redis.call('XADD', KEYS[2], '*', 'e', entry)
+-- withdrawn: an authorization the daemon refused (Redis's reply was lost): no CDR, no call
+if settlement ~= 'withdrawn' then redis.call('XADD', KEYS[2], '*', 'e', entry) end
 redis.call('SREM', KEYS[3], uuid)
 local res = 'ok ' .. int(billed) .. ' ' .. table.concat(costs, ' ')
 -- A finished leg is kept `ttl` seconds only so that replays stay no-ops: a replayed commit
