@@ -608,6 +608,38 @@ def test_ledger_gives_idle_connections_back_to_the_pool_and_its_checks(redis_url
     client.close()
 
 
+def test_a_script_sent_without_reply_is_told_from_one_never_sent(redis_url: str):
+    """The caller must know whether a failed script may have run: a connection refused
+    means it never left (the plain redis error); a reply lost after it was sent (on any of
+    the retries) means it may have (ReplyLost), as the ledger then shows."""
+    from urllib.parse import urlsplit
+
+    from rater.config import RedisConfig
+    from rater.ledger.connections import ReplyLost
+    from rater.redis_client import make_redis
+    from tests.tcp_proxy import TcpProxy
+
+    parts = urlsplit(redis_url)
+    seed(redis.Redis.from_url(redis_url), CUSTOMER, 10_000_000)
+    p = plan(level(CUSTOMER, RETAIL))
+    with TcpProxy(parts.hostname or "127.0.0.1", parts.port or 6379) as proxy:
+        proxy.cut()
+        client = make_redis(RedisConfig(url=proxy.url_for(redis_url), pool_size=8))
+        led = Ledger(client, KS, leg_ttl_seconds=3600)
+        with pytest.raises(redis.ConnectionError) as refused:
+            led.authorize("sent-1", p, cap_seconds=600)
+        assert not isinstance(refused.value, ReplyLost)
+        proxy.restore()
+        assert led.authorize("sent-0", p, cap_seconds=600).allowed  # (scripts loaded)
+        proxy.lose_replies_to(b"sent-2")
+        with pytest.raises(ReplyLost, match="no reply after the command was sent"):
+            led.authorize("sent-2", p, cap_seconds=600)
+        client.close()
+    direct = Ledger(redis.Redis.from_url(redis_url), KS, leg_ttl_seconds=3600)
+    assert direct.leg_state(TAG, "sent-1") is None          # never ran
+    assert direct.leg_state(TAG, "sent-2") == "authorized"  # ran; its reply was lost
+
+
 def test_redis_connection_idle_check_sees_a_dirty_connection(redis_url: str):
     from rater.config import RedisConfig
     from rater.redis_client import make_redis

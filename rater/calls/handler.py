@@ -34,6 +34,7 @@ from rater.config import Config, hangup_cause
 from rater.errors import LedgerError
 from rater.esl import commands
 from rater.ledger.client import Ledger
+from rater.ledger.connections import ReplyLost
 from rater.metrics import Metrics
 from rater.rating.chain import Refusal, resolve_leg
 from rater.rating.snapshot import Snapshot
@@ -272,15 +273,15 @@ class CallHandler:
                 uuid, plan, cap_seconds=self.cfg.rating.max_call_seconds, caller=a.caller,
                 node=live.node, created_usec=live.leg.created_usec,
             )
-        except LedgerError as exc:  # the script failed before its first write
-            self.metrics.redis_errors.inc()
-            log.error("call %s: authorize failed: %s", uuid, exc)
-            return L.AuthDecided(False, reason=Reason.INTERNAL_ERROR)
-        except redis.RedisError as exc:  # the script may have run, its reply lost
+        except ReplyLost as exc:  # sent, never answered: Redis may have run it
             self.metrics.redis_errors.inc()
             log.error("call %s: authorize failed: %s (refused; the authorization is withdrawn)",
                       uuid, exc)
             return L.AuthDecided(False, reason=Reason.INTERNAL_ERROR, may_be_written=True)
+        except (redis.RedisError, LedgerError) as exc:  # never ran, or failed before writing
+            self.metrics.redis_errors.inc()
+            log.error("call %s: authorize failed: %s", uuid, exc)
+            return L.AuthDecided(False, reason=Reason.INTERNAL_ERROR)
         if not auth.allowed:
             log.info("call %s: refused %s at account %s", uuid, auth.reason, auth.account)
         return L.AuthDecided(auth.allowed, auth.max_seconds, auth.reason)

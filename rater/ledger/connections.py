@@ -14,6 +14,12 @@ from redis.crc import key_slot
 from redis.retry import Retry
 
 
+class ReplyLost(redis.ConnectionError):
+    """A command was sent but no reply came (the connection dropped or timed out after it):
+    the server may have run it. A command that never left (the connection was refused)
+    raises the plain redis error instead."""
+
+
 class KeptCalls:
     """Commands on connections of `client`'s pool, kept by the ledger between calls.
 
@@ -44,7 +50,14 @@ class KeptCalls:
         return len(self._idle)
 
     def call(self, *args: Any) -> Any:
-        return self._retry.call_with_retry(lambda: self._once(args), _no_op)
+        """Run one command; ReplyLost when it was sent at least once and never answered."""
+        sent = [False]
+        try:
+            return self._retry.call_with_retry(lambda: self._once(args, sent), _no_op)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if sent[0] and not isinstance(exc, ReplyLost):
+                raise ReplyLost(f"no reply after the command was sent: {exc}") from exc
+            raise
 
     def _take(self) -> Any:
         idle = self._idle
@@ -56,9 +69,10 @@ class KeptCalls:
                 return idle.pop()[1]
         return self._pool.get_connection()
 
-    def _once(self, args: tuple[Any, ...]) -> Any:
+    def _once(self, args: tuple[Any, ...], sent: list[bool]) -> Any:
         conn = self._take()
         try:
+            sent[0] = True  # from here on the server may get the command, whatever follows
             send = getattr(conn, "send_packed_bytes", None)
             if send is not None and _pack is not None:
                 send(_pack(args))
@@ -116,7 +130,13 @@ class ClusterCalls:
                 calls = self._per_pool[node_client.connection_pool] = KeptCalls(node_client)
             return calls.call(*args)
         except _REDIRECTED:
-            return self._client.execute_command(*args)  # type: ignore[no-untyped-call]
+            try:
+                return self._client.execute_command(*args)  # type: ignore[no-untyped-call]
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if isinstance(exc, ReplyLost):
+                    raise
+                # redis-py's path does not say whether it sent the command: assume it may
+                raise ReplyLost(f"no reply from the cluster: {exc}") from exc
 
 
 # Replies and failures that send a cluster command through redis-py's full cluster path.
