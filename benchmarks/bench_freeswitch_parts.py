@@ -13,6 +13,10 @@ the calls it has carried). Reported per variant: INVITE->200 p50/p99 and FreeSWI
 ms per answered call (bench_freeswitch.measure), medians over the rounds, and the
 difference from `bridge`. What stands in for the daemon is a few lines in this process,
 answering at once; its CPU is not counted.
+
+The `module_*` variants (named in --variants only) use the measuring prototype in
+freeswitch_module/ (build it first with its build.sh); it is loaded for those variants only
+and unloaded after each, and the run says if a call's datagrams did not all arrive.
 """
 
 from __future__ import annotations
@@ -25,13 +29,14 @@ import argparse  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_freeswitch, _common
 
 import gevent  # noqa: E402
 from bench_freeswitch import freeswitch_pid, load, measure  # noqa: E402
-from gevent.server import StreamServer  # noqa: E402
+from gevent.server import DatagramServer, StreamServer  # noqa: E402
 
 from rater.esl import commands  # noqa: E402
 from tests.freeswitch_lab import EslClient, Lab, LabSettings  # noqa: E402
@@ -62,7 +67,18 @@ VARIANTS = {
                    "the daemon's own work)", MARK + '<action application="park"/>'),
     "events": ("bridges at once, marked, with a listener subscribed as the daemon is (its "
                "events filtered to rated legs)", MARK + BRIDGE),
+    "marked": ("bridges at once, marked, nothing subscribed (what `events` and "
+               "`module_events` add their listener to)", MARK + BRIDGE),
+    "module_admit": ("marks the call; mod_rater_probe's rater_ask asks over UDP, sets the "
+                     "admit's variables and transfers it (the decision in a module)",
+                     MARK + '<action application="rater_ask" data="{udp} bench_parts"/>'
+                     '<action application="park"/>'),
+    "module_events": ("bridges at once, marked, with mod_rater_probe sending a datagram on "
+                      "each rated leg's answer and hangup (the subscription in a module)",
+                      MARK + BRIDGE),
 }
+# module variant -> what the module's rater_probe_events is at load ("" = no event hooks)
+MODULE = {"module_admit": "", "module_events": "{udp}"}
 EXTENSIONS = """<include>
 {extensions}
 </include>
@@ -92,6 +108,19 @@ class StandIn:
         self.server.start()
         self.address = f"127.0.0.1:{self.server.server_port}"
         self._watchers: list[gevent.Greenlet] = []
+        self.udp = DatagramServer(("127.0.0.1", 0), self._datagram)
+        self.udp.start()
+        self.udp_address = f"127.0.0.1:{self.udp.server_port}"
+        self.datagrams: dict[str, int] = {}
+
+    def _datagram(self, data: bytes, address: tuple[str, int]) -> None:
+        """mod_rater_probe's datagrams: `ask` is admitted at once, the others counted."""
+        fields = data.decode().split()
+        if not fields:
+            return
+        self.datagrams[fields[0]] = self.datagrams.get(fields[0], 0) + 1
+        if fields[0] == "ask" and len(fields) > 2:
+            self.udp.sendto(f"ok 600 {fields[2]}\n".encode(), address)
 
     def _socket_call(self, sock, _address) -> None:
         data = b""
@@ -148,6 +177,27 @@ def _header(data: bytes, name: bytes) -> str:
     return data[start:data.find(b"\n", start)].decode()
 
 
+def load_module(lab: Lab, events: str) -> None:
+    """Load mod_rater_probe, its event hooks on (`events`: host:port) or off ("")."""
+    lab.esl.api(f"global_setvar rater_probe_events={events or 'off'}")
+    reply = lab.esl.api("load mod_rater_probe")
+    if "+OK" not in reply:
+        raise RuntimeError(f"load mod_rater_probe: {reply.strip()} (run "
+                           "benchmarks/freeswitch_module/build.sh first)")
+
+
+def unload_module(lab: Lab) -> None:
+    lab.esl.api("unload mod_rater_probe")
+    lab.esl.api("global_setvar rater_probe_events=off")
+
+
+def datagrams_missing(variant: str, seen: dict[str, int], answered: int) -> str:
+    """What the module failed to send for `answered` calls ("" when nothing)."""
+    wanted = {"module_admit": ("ask",), "module_events": ("answer", "hangup")}[variant]
+    return ", ".join(f"{kind} {seen.get(kind, 0)}/{answered}" for kind in wanted
+                     if seen.get(kind, 0) < answered)
+
+
 def run(settings: LabSettings, args: argparse.Namespace, workdir: Path) -> dict:
     stand_in = StandIn(settings)
     results: dict[str, list[dict]] = {v: [] for v in args.variants}
@@ -155,7 +205,8 @@ def run(settings: LabSettings, args: argparse.Namespace, workdir: Path) -> dict:
     try:
         far = lab.uas.address
         lab.files.put("dialplan/default/00_bench_parts.xml", EXTENSIONS.format(
-            extensions="\n".join(extension(name, actions.format(far=far, sock=stand_in.address))
+            extensions="\n".join(extension(name, actions.format(far=far, sock=stand_in.address,
+                                                                 udp=stand_in.udp_address))
                                  for name, (_what, actions) in VARIANTS.items())))
         lab.files.put("dialplan/bench_parts.xml", CONTEXT.format(bridge=BRIDGE.format(far=far)))
         lab.files.reload()
@@ -166,20 +217,34 @@ def run(settings: LabSettings, args: argparse.Namespace, workdir: Path) -> dict:
                 variant = args.variants[(r + j) % len(args.variants)]
                 listener = (stand_in.subscribe(answer_parks=variant == "park_admit")
                             if variant in ("events", "park_admit") else None)
+                if variant in MODULE:
+                    load_module(lab, MODULE[variant].format(udp=stand_in.udp_address))
+                    stand_in.datagrams.clear()
                 calls = load(lab, args.calls, first, f"{variant}_{UK}", 2.0)
                 first += args.calls
+                missing = ""
                 try:
                     result = measure(lab, calls, args.cps, workdir, f"{variant}{r}", pids)
+                    if variant in MODULE:  # the last hangups' datagrams may still be on the way
+                        deadline = time.monotonic() + 5
+                        while (missing := datagrams_missing(variant, stand_in.datagrams,
+                                                            result["answered"])) \
+                                and time.monotonic() < deadline:
+                            gevent.sleep(0.1)
                 finally:
                     if listener is not None:
                         listener.close()
+                    if variant in MODULE:
+                        unload_module(lab)
                 results[variant].append(result)
                 print(f"  round {r + 1} {variant:13} answered {result['answered']:4}  "
                       f"FreeSWITCH {result['cpu_ms_per_call']['freeswitch']:6.2f} ms/call  "
-                      f"other load {result['other_load_cores']:.2f} cores", flush=True)
+                      f"other load {result['other_load_cores']:.2f} cores"
+                      + (f"  MISSING datagrams: {missing}" if missing else ""), flush=True)
     finally:
         lab.close()
         stand_in.server.stop()
+        stand_in.udp.stop()
     return results
 
 
@@ -188,7 +253,9 @@ def main() -> int:
     ap.add_argument("--cps", type=float, default=20)
     ap.add_argument("--calls", type=int, default=600, help="calls per variant and round")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--variants", type=lambda s: s.split(","), default=list(VARIANTS))
+    ap.add_argument("--variants", type=lambda s: s.split(","),
+                    default=[v for v in VARIANTS if v not in MODULE],
+                    help="default: all but the module_* ones (they need the module built)")
     args = ap.parse_args()
     unknown = set(args.variants) - set(VARIANTS)
     if unknown or "bridge" not in args.variants:

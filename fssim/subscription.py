@@ -124,7 +124,7 @@ class Subscription:
                     (n, v) for n, v in self.filters
                     if not (n.lower() == name.lower() and (not value or v == value))
                 ]
-            return f"+OK filter deleted. [{name}]=[{value}]"
+            return f"+OK filter deleted. [{name}][{value}]"  # (no "=", unlike "added")
         if value:
             if name.lower() == "add":
                 name, _, value = value.partition(" ")

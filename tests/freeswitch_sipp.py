@@ -62,7 +62,7 @@ class Outcome:
     status: int | None = None        # SIP code of a refusal
     cause: str | None = None         # Reason text= of the refusal or of the switch's BYE
     answered_at: float = 0.0
-    ended_at: float = 0.0
+    ended_at: float = 0.0            # 0.0: sipp saw no end (it timed the call out)
     ended_by: str = ""               # "caller" or "switch"
 
     @property
@@ -85,9 +85,10 @@ def parse_outcomes(log_text: str) -> dict[str, Outcome]:
                 out[caller] = Outcome(caller, cid, False, None, m[1] if m else None,
                                       ended_by=by)
                 continue
+            # no end time: sipp gave up on the call (a timeout under overload), no BYE seen
+            ended = float(e_s) + float(e_us) / 1e6 if e_s else 0.0
             out[caller] = Outcome(caller, cid, True, None, m[1] if m else None,
-                                  float(a_s) + float(a_us) / 1e6,
-                                  float(e_s) + float(e_us) / 1e6, by)
+                                  float(a_s) + float(a_us) / 1e6, ended, by)
         elif kind == "refused":
             caller, cid, status, reason = rest.split(";", 3)
             m = _REASON_TEXT.search(reason)

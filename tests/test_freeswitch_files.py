@@ -173,3 +173,10 @@ def test_sipp_outcome_lines_are_read_back():
     assert round(out["t1"].duration, 6) == 3.500006
     assert (out["t2"].answered, out["t2"].status, out["t2"].cause) == (
         False, 603, "CALL_REJECTED")
+
+
+def test_an_answered_call_sipp_timed_out_has_no_end_time():
+    # sipp gave up waiting on an answered call (overload): its end fields are empty
+    out = parse_outcomes("answered;t3;3-9@h;1796256843.000000;20193.000000;;;caller;\n")
+    assert out["t3"].answered and (out["t3"].answered_at, out["t3"].ended_at) == (
+        1796256843.020193, 0.0)

@@ -87,7 +87,7 @@ def test_esl_command_replies(client: SimClient) -> None:
     assert client.command("noevents").text == "-ERR not listening for events"
     assert client.command("filter Unique-ID abc").text == "+OK filter added. [Unique-ID]=[abc]"
     assert client.command("filter delete Unique-ID abc").text == (
-        "+OK filter deleted. [Unique-ID]=[abc]")
+        "+OK filter deleted. [Unique-ID][abc]")  # mod_event_socket.c, parse_command
     assert client.command("filter delete").text == "-ERR invalid syntax"
     assert client.command("filter Unique-ID").text == "-ERR invalid syntax"
 
