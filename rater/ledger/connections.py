@@ -55,7 +55,7 @@ class KeptCalls:
         try:
             return self._retry.call_with_retry(lambda: self._once(args, sent), _no_op)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            if sent[0] and not isinstance(exc, ReplyLost):
+            if sent[0]:
                 raise ReplyLost(f"no reply after the command was sent: {exc}") from exc
             raise
 
@@ -133,8 +133,6 @@ class ClusterCalls:
             try:
                 return self._client.execute_command(*args)  # type: ignore[no-untyped-call]
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if isinstance(exc, ReplyLost):
-                    raise
                 # redis-py's path does not say whether it sent the command: assume it may
                 raise ReplyLost(f"no reply from the cluster: {exc}") from exc
 
