@@ -9,6 +9,7 @@ and every module of each package imported for real in a fresh interpreter."""
 from __future__ import annotations
 
 import ast
+import graphlib
 import subprocess
 import sys
 import textwrap
@@ -19,6 +20,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+OURS = ("rater", "loader", "fssim", "rater_demo")
 # package -> the top-level packages it must never import
 FORBIDDEN = {
     "rater": ("loader", "fssim", "rater_demo"),
@@ -128,3 +130,55 @@ def test_every_console_script_names_a_function_that_exists() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=False, cwd=REPO)
     assert done.returncode == 0, done.stderr
+
+
+def module_graph(root: Path, tops: tuple[str, ...]) -> dict[str, set[str]]:
+    """Each module of ours -> the modules of ours its import statements name, anywhere in
+    the file (relative ones resolved; `from p import n` names `p.n` when that is a module,
+    else the package `p`)."""
+    files = {}
+    for top in tops:
+        for path in (root / top).rglob("*.py"):
+            parts = path.relative_to(root).with_suffix("").parts
+            package = parts[-1] == "__init__"
+            files[".".join(parts[:-1] if package else parts)] = (path, package)
+
+    def ours(name: str) -> str:
+        while name and name not in files:
+            name = name.rpartition(".")[0]
+        return name
+
+    graph: dict[str, set[str]] = {}
+    for module, (path, package) in files.items():
+        named: list[str] = []
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                named += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    here = module.split(".")[:len(module.split(".")) - (not package)]
+                    here = here[:len(here) - node.level + 1]
+                    base = ".".join([*here, base] if base else here)
+                named += [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base
+                          for a in node.names]
+        graph[module] = {ours(n) for n in named} - {"", module}
+    return graph
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    """No import circle between any two modules of ours (graphlib names the circle)."""
+    graph = module_graph(REPO, OURS)
+    assert len(graph) > 100 and graph["rater.calls.handler"]
+    tuple(graphlib.TopologicalSorter(graph).static_order())
+
+
+def test_the_circle_check_sees_a_circle_through_a_relative_import(tmp_path: Path) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "a.py").write_text("from pkg import b\n")
+    (tmp_path / "pkg" / "b.py").write_text("def f():\n    from .a import x\n")
+    graph = module_graph(tmp_path, ("pkg",))
+    assert graph == {"pkg": set(), "pkg.a": {"pkg.b"}, "pkg.b": {"pkg.a"}}
+    with pytest.raises(graphlib.CycleError):
+        tuple(graphlib.TopologicalSorter(graph).static_order())
