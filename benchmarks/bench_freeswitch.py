@@ -2,14 +2,14 @@
 
     RATER_TEST_FREESWITCH=127.0.0.1:8021 RATER_TEST_FREESWITCH_CONF=/path/to/conf \\
     RATER_TEST_SIPP=/path/to/sipp .venv/bin/python benchmarks/bench_freeswitch.py \\
-        [--cps 20] [--duration 30] [--calls N] [--hold 2] [--repeats 1] [--json]
+        [--cps 20] [--duration 30] [--calls N] [--hold 2] [--media] [--repeats 1] [--json]
 
 The switch is the real-switch test tier's (same variables, same installed files: see
 tests/freeswitch_lab.py and README "Real-switch test tier"); without them the script says
-what to set and exits 0. The same sipp load runs in three phases (`--repeats` rounds of
-them, alternating): authenticated callers (digest, as the tier's users) place bridged calls
-of `--hold` seconds to a sipp UAS. The switch writes its own call records (mod_cdr_pg_csv,
-when shipped) into the rater's database in every phase.
+what to set and exits 0. The same sipp load runs in three phases (`--rated` picks the rated
+ones; `--repeats` rounds of them, alternating): authenticated callers (digest, as the
+tier's users) place bridged calls of `--hold` seconds to a sipp UAS. The switch writes its
+own call records (mod_cdr_pg_csv, when shipped) into the rater's database in every phase.
 
 1. without rating: a dialplan extension that bridges at once (the daemon stopped);
 2. rated, park: the shipped dialplan without its socket line parks the call, `rater run`
@@ -18,6 +18,10 @@ when shipped) into the rater's database in every phase.
 3. rated, decision socket: the shipped dialplan; the call asks `rater run` on its decision
    socket, which answers there (multiset, transfer) and the call goes on to the rated
    context at once.
+
+With `--media` each answered call carries audio both ways through the switch, as a real
+call does: the caller streams PCMU (sipp rtp_stream) and the far end echoes it (sipp
+-rtp_echo); without it the calls are signalling only, the worst case for rating's share.
 
 For each: calls attempted / answered, INVITE->200 p50/p99 (sipp -trace_rtt, from the
 authenticated INVITE), and CPU milliseconds per answered call of FreeSWITCH, the daemon,
@@ -96,6 +100,14 @@ def _busy_ticks() -> int:
     return f[0] + f[1] + f[2]
 
 
+def udp_datagrams() -> int:
+    """UDP datagrams this machine has received (/proc/net/snmp InDatagrams): SIP and RTP
+    on loopback, to check that a phase's calls carried the audio they were meant to."""
+    head, values = (line.split() for line in Path("/proc/net/snmp").read_text().splitlines()
+                    if line.startswith("Udp:"))
+    return int(values[head.index("InDatagrams")])
+
+
 class ProcCpu:
     """CPU milliseconds used by named process trees between start() and stop(), and what
     the rest of the machine used meanwhile ("other", in cores): everything but the switch
@@ -142,11 +154,13 @@ def measure(lab: Lab, calls: list[Call], cps: float, workdir: Path, name: str,
     """Place `calls`, then wait for `settle` (the rater's CDRs); CPU over the whole of it,
     per answered call."""
     meter = ProcCpu(pids).start()
+    datagrams = udp_datagrams()
     run = lab.place(calls, workdir, name, rate=cps, limit=2000)
     outcomes = run.wait(len(calls) / cps + calls[0].hold + 120)
     if settle is not None:
         settle()
     cpu = meter.stop()
+    datagrams = udp_datagrams() - datagrams
     answered = sum(1 for o in outcomes.values() if o.answered)
     rtt = run.invite_response_ms()
     per_call = {k: round(cpu.get(k, 0.0) / max(1, answered), 2) for k in PROCESSES}
@@ -154,6 +168,9 @@ def measure(lab: Lab, calls: list[Call], cps: float, workdir: Path, name: str,
     return {"attempted": len(calls), "answered": answered,
             "other_load_cores": round(cpu["other_cores"], 2),
             "sipp_cpu_ms_per_call": round(sipp / max(1, answered), 2),
+            # 4 audio streams (caller->switch->far end->switch->caller) of 50 packets/s
+            "udp_datagrams_per_call_second": round(
+                datagrams / max(1, answered) / calls[0].hold, 1),
             "invite_200_ms_p50": round(percentile(rtt, 50), 1),
             "invite_200_ms_p99": round(percentile(rtt, 99), 1),
             "cpu_ms_per_call": per_call,
@@ -164,15 +181,16 @@ RATED_MODES = ("park", "decision_socket")
 
 
 def run(settings: LabSettings, args: argparse.Namespace, workdir: Path) -> dict:
-    """`args.repeats` rounds of the three phases (without rating, rated through park,
-    rated through the decision socket), in turn; medians reported."""
+    """`args.repeats` rounds of the phases (without rating, then the rated ways of
+    `args.rated`: through park, through the decision socket), in turn; medians reported."""
     n = args.calls or int(args.cps * args.duration)
-    runs: dict[str, list[dict]] = {"without_rating": [], **{m: [] for m in RATED_MODES}}
+    runs: dict[str, list[dict]] = {"without_rating": [], **{m: [] for m in args.rated}}
     with servers() as srv:
         with psycopg.connect(srv.database_url) as conn:
             migrate(conn)
         socket_address = f"127.0.0.1:{free_port()}"
-        lab = Lab(settings, workdir, [*accounts(), UNKNOWN], decision_socket=socket_address)
+        lab = Lab(settings, workdir, [*accounts(), UNKNOWN], decision_socket=socket_address,
+                  media=args.media)
         try:
             lab.files.put("dialplan/default/00_bench_direct.xml",
                           DIRECT_EXTENSION.format(far_end=lab.uas.address))
@@ -183,7 +201,7 @@ def run(settings: LabSettings, args: argparse.Namespace, workdir: Path) -> dict:
                                debit_interval=60).start()
             try:
                 world.daemon.stop()      # without rating: no daemon at all
-                phases = ("without_rating", *RATED_MODES)
+                phases = ("without_rating", *args.rated)
                 for i in range(args.repeats):
                     # FreeSWITCH's per-call CPU drifts up with the calls it has carried:
                     # each round starts with another phase, so none is always the last
@@ -197,11 +215,12 @@ def run(settings: LabSettings, args: argparse.Namespace, workdir: Path) -> dict:
         finally:
             lab.close()
     direct = median_run(runs["without_rating"])
-    rated_runs = {m: median_run(runs[m]) for m in RATED_MODES}
+    rated_runs = {m: median_run(runs[m]) for m in args.rated}
     return {"machine": machine(), "cps": args.cps, "calls": n, "hold_s": args.hold,
+            "media": args.media,
             "repeats": args.repeats, "command": " ".join(sys.argv),
             "without_rating": direct, **rated_runs,
-            "difference": {m: difference(direct, rated_runs[m]) for m in RATED_MODES},
+            "difference": {m: difference(direct, rated_runs[m]) for m in args.rated},
             "runs": runs}
 
 
@@ -268,20 +287,25 @@ def print_result(r: dict) -> None:
     m = r["machine"]
     print(f"{m.get('Model name', '?')}, {m['nproc']} CPUs, {m.get('memory', '?')}, "
           f"Python {m['python']}, {m['date']}")
-    print(f"{r['calls']} calls per phase at {r['cps']:g}/s, bridged, {r['hold_s']:g} s each; "
+    audio = "with audio both ways" if r["media"] else "signalling only"
+    print(f"{r['calls']} calls per phase at {r['cps']:g}/s, bridged, {r['hold_s']:g} s each "
+          f"{audio}; "
           f"{r['repeats']} run(s) of each phase, alternating (medians; calls summed)\n")
     head = f"{'':26}{'attempted':>10}{'answered':>9}{'p50 ms':>8}{'p99 ms':>8}"
     head += "".join(f"{p:>11}" for p in PROCESSES) + f"{'all':>8}"
-    print(head + f"{'sipp':>7}\n" + " " * 60 + "CPU ms per answered call")
+    print(head + f"{'sipp':>7}{'UDP/s':>9}\n" + " " * 60 + "CPU ms per answered call"
+          + " " * 40 + "(datagrams per call-second)")
     labels = {"without_rating": "without rating", "park": "rated, park",
               "decision_socket": "rated, decision socket"}
+    labels = {k: v for k, v in labels.items() if k in r}
     for key, label in labels.items():
         x = r[key]
         line = (f"{label:26}{x['attempted']:>10}{x['answered']:>9}"
                 f"{x['invite_200_ms_p50']:>8}{x['invite_200_ms_p99']:>8}")
         line += "".join(f"{x['cpu_ms_per_call'][p]:>11}" for p in PROCESSES)
-        print(line + f"{x['cpu_ms_per_call_total']:>8}{x['sipp_cpu_ms_per_call']:>7}")
-    for mode in RATED_MODES:
+        print(line + f"{x['cpu_ms_per_call_total']:>8}{x['sipp_cpu_ms_per_call']:>7}"
+              f"{x['udp_datagrams_per_call_second']:>9}")
+    for mode in r["difference"]:
         d, w = r["difference"][mode], r[mode]
         print(f"\nadded by rating ({labels[mode]}): INVITE->200 p50 +{d['added_ms_p50']} ms, "
               f"p99 +{d['added_ms_p99']} ms; CPU +{d['added_cpu_ms_per_call']} ms per call "
@@ -303,10 +327,16 @@ def main() -> int:
                     help="seconds of new calls (default 30)")
     ap.add_argument("--calls", type=int, default=0, help="calls per phase (default cps×duration)")
     ap.add_argument("--hold", type=float, default=2.0, help="talk time of each call, s")
+    ap.add_argument("--media", action="store_true",
+                    help="audio both ways through the switch (sipp rtp_stream, -rtp_echo)")
     ap.add_argument("--repeats", type=int, default=1,
-                    help="rounds of the three phases, alternating; medians reported")
+                    help="rounds of the phases, alternating; medians reported")
+    ap.add_argument("--rated", type=lambda v: tuple(v.split(",")), default=RATED_MODES,
+                    help=f"the rated phases, comma-separated (default {','.join(RATED_MODES)})")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     args = ap.parse_args()
+    if not args.rated or set(args.rated) - set(RATED_MODES):
+        ap.error(f"--rated: one or more of {', '.join(RATED_MODES)}, comma-separated")
     settings = LabSettings.from_env()
     if isinstance(settings, str):
         print(f"bench_freeswitch: skipped: {settings}")
@@ -317,7 +347,7 @@ def main() -> int:
         print(json.dumps(result))
     else:
         print_result(result)
-    ok = all(result[m]["cdrs"] == result[m]["answered"] for m in RATED_MODES)
+    ok = all(result[m]["cdrs"] == result[m]["answered"] for m in args.rated)
     return 0 if ok else 1
 
 

@@ -248,8 +248,9 @@ class Lab:
     module, `records_to` points it at a test's database."""
 
     def __init__(self, settings: LabSettings, workdir: Path, accounts: Iterable[str],
-                 decision_socket: str | None = None) -> None:
+                 decision_socket: str | None = None, *, media: bool = False) -> None:
         self.settings = settings
+        self.media = media
         self.workdir = workdir
         self.decision_socket = decision_socket
         self.esl = EslClient(settings.esl, settings.password)
@@ -258,7 +259,7 @@ class Lab:
         self.users = {a: SipUser(f"rt{a}", a) for a in accounts}
         self.records = ((SHIPPED.parent / "cdr_pg_csv.conf.xml").is_file() and
                         self.esl.api("module_exists mod_cdr_pg_csv").strip() == "true")
-        self.uas = Uas(settings.sipp, workdir)
+        self.uas = Uas(settings.sipp, workdir, media=media)
         self.files = SwitchFiles(settings.conf_dir, self.esl)
         try:
             self.files.install_rater(self.uas.address, self.users.values(), decision_socket)
@@ -279,10 +280,10 @@ class Lab:
     def place(self, calls: list[Call], workdir: Path, name: str, *, rate: float = 10,
               limit: int = 500) -> SippRun:
         """sipp placing `calls`: authenticated ones to the authenticating profile, carrier
-        calls (no user) to the public one."""
+        calls (no user) to the public one; with the lab's `media`, audio both ways."""
         target = self.settings.public if calls and calls[0].user is None else self.settings.sip
         return SippRun(self.settings.sipp, target, calls, workdir / name, rate=rate,
-                       limit=limit, domain=self.domain)
+                       limit=limit, domain=self.domain, media=self.media)
 
     def records_to(self, database_url: str) -> None:
         """FreeSWITCH's own call records (mod_cdr_pg_csv) into this database, if shipped."""

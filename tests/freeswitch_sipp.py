@@ -4,6 +4,8 @@ injection line per call, with the scenarios of tests/freeswitch/), and what sipp
 from __future__ import annotations
 
 import dataclasses
+import math
+import random
 import re
 import socket
 import subprocess
@@ -15,6 +17,12 @@ if TYPE_CHECKING:
     from tests.freeswitch_lab import SipUser
 
 DATA = Path(__file__).resolve().parent / "freeswitch"
+# sipp's media ports stay out of the lab switch's RTP range (16384-32000)
+ECHO_PORTS = (34000, 38000)
+STREAM_PORTS = ("40000", "60000")
+# one second of PCMU audio that is not silence (8000 bytes), looped by sipp's rtp_stream
+TONE = bytes(0x80 | (0x40 + round(0x3F * math.sin(2 * math.pi * 440 * i / 8000)))
+             for i in range(8000))
 
 
 def free_udp_port() -> int:
@@ -24,14 +32,17 @@ def free_udp_port() -> int:
 
 
 class Uas:
-    """sipp's built-in UAS on a free loopback port: the far end every bridge goes to."""
+    """sipp's built-in UAS on a free loopback port: the far end every bridge goes to.
+    With `media`, it echoes every RTP packet it receives back to its sender (-rtp_echo),
+    so a call's audio crosses the switch both ways."""
 
-    def __init__(self, sipp: str, workdir: Path) -> None:
+    def __init__(self, sipp: str, workdir: Path, *, media: bool = False) -> None:
         self.port = free_udp_port()
         self.address = f"127.0.0.1:{self.port}"
         log = open(workdir / "uas.out", "wb")  # noqa: SIM115 - the child's
+        echo = (["-rtp_echo", "-mp", str(random.randrange(*ECHO_PORTS, 4))] if media else [])
         self.proc = subprocess.Popen(
-            [sipp, "-sn", "uas", "-i", "127.0.0.1", "-p", str(self.port), "-nostdin",
+            [sipp, "-sn", "uas", "-i", "127.0.0.1", "-p", str(self.port), "-nostdin", *echo,
              "-trace_err", "-error_file", str(workdir / "uas_errors.log")],
             stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
         time.sleep(0.3)
@@ -97,12 +108,24 @@ def parse_outcomes(log_text: str) -> dict[str, Outcome]:
     return out
 
 
+def with_media(scenario: str, tone: str) -> str:
+    """The caller's scenario streaming `tone` (a PCMU file, looped) from the answer to the
+    end of the call: its SDP offers sipp's rtp_stream port. The stream starts in the 200's
+    action, so no message is added and the scenario's [branch-N] references still hold."""
+    answered = '<gettimeofday assign_to="ans_s,ans_us"/>'
+    if scenario.count(answered) != 1 or "[media_port]" not in scenario:
+        raise ValueError("not a caller scenario of tests/freeswitch/ (no answer action or SDP)")
+    return (scenario.replace("m=audio [media_port]", "m=audio [rtpstream_audio_port]")
+            .replace(answered, f'{answered}\n      <exec rtp_stream="{tone},-1,0,PCMU/8000"/>'))
+
+
 class SippRun:
     """sipp placing `calls` in order at `rate` calls/s to `target` (one injection line per
-    call), its files in `workdir`."""
+    call), its files in `workdir`; with `media`, each answered call streams audio."""
 
     def __init__(self, sipp: str, target: tuple[str, int], calls: list[Call], workdir: Path,
-                 *, rate: float = 10, limit: int = 500, domain: str = "127.0.0.1") -> None:
+                 *, rate: float = 10, limit: int = 500, domain: str = "127.0.0.1",
+                 media: bool = False) -> None:
         if not calls:
             raise ValueError("no calls")
         carrier = calls[0].user is None
@@ -119,9 +142,15 @@ class SippRun:
             lines.append(f"{auth};{c.destination};{c.caller};{int(c.hold * 1000)};{domain}")
         (self.dir / "calls.csv").write_text("\n".join(lines) + "\n")
         scenario = DATA / ("uac_did.xml" if carrier else "uac_auth.xml")
+        streams: list[str] = []
+        if media:
+            (self.dir / "tone.pcmu").write_bytes(TONE)
+            scenario = self.dir / scenario.name
+            scenario.write_text(with_media((DATA / scenario.name).read_text(), "tone.pcmu"))
+            streams = ["-min_rtp_port", STREAM_PORTS[0], "-max_rtp_port", STREAM_PORTS[1]]
         self.started = time.time()
         self.proc = subprocess.Popen(
-            [sipp, "-sf", str(scenario), "-inf", "calls.csv",
+            [sipp, "-sf", str(scenario), "-inf", "calls.csv", *streams,
              "-i", "127.0.0.1", "-p", str(free_udp_port()), "-m", str(len(calls)),
              "-r", str(rate), "-l", str(limit), "-nostdin", "-recv_timeout", "120s",
              "-trace_logs", "-log_file", "outcomes.log", "-trace_err", "-error_file",

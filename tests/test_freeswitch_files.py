@@ -20,7 +20,7 @@ from tests.freeswitch_lab import (
     point_records_at,
     point_socket,
 )
-from tests.freeswitch_sipp import DATA, parse_outcomes
+from tests.freeswitch_sipp import DATA, TONE, parse_outcomes, with_media
 
 FS_CONFIG = SHIPPED.parent
 XML_FILES = sorted([*FS_CONFIG.rglob("*.xml"), *DATA.glob("*.xml")])
@@ -180,3 +180,21 @@ def test_an_answered_call_sipp_timed_out_has_no_end_time():
     out = parse_outcomes("answered;t3;3-9@h;1796256843.000000;20193.000000;;;caller;\n")
     assert out["t3"].answered and (out["t3"].answered_at, out["t3"].ended_at) == (
         1796256843.020193, 0.0)
+
+
+@pytest.mark.parametrize("name", ["uac_auth.xml", "uac_did.xml"])
+def test_callers_with_media_stream_from_the_answer_without_a_message_more(name: str):
+    plain = (DATA / name).read_text()
+    media = with_media(plain, "tone.pcmu")
+    steps = [e.tag for e in ET.fromstring(plain)]
+    assert [e.tag for e in ET.fromstring(media)] == steps   # [branch-N] counts still hold
+    assert "[media_port]" not in media
+    assert media.count("m=audio [rtpstream_audio_port] RTP/AVP 0") == plain.count("m=audio")
+    answer = next(e for e in ET.fromstring(media) if e.get("rtd") == "invite")
+    assert [a.get("rtp_stream") for a in answer.iter("exec")] == ["tone.pcmu,-1,0,PCMU/8000"]
+    with pytest.raises(ValueError, match="not a caller scenario"):
+        with_media("<scenario/>", "tone.pcmu")
+
+
+def test_the_streamed_audio_is_one_second_of_sound():
+    assert len(TONE) == 8000 and len(set(TONE)) > 50
