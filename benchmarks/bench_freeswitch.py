@@ -52,7 +52,7 @@ from _common import histogram_quantile, machine, percentile, servers
 
 from loader.migrate import migrate
 from rater.embedded import free_port
-from tests.freeswitch_lab import Lab, LabSettings, wait_until
+from tests.freeswitch_lab import Lab, LabSettings, exit_cleanly_on_sigterm, wait_until
 from tests.freeswitch_sipp import Call
 from tests.freeswitch_world import L1, L2, L3, UK, UNKNOWN, RatedWorld, accounts
 
@@ -337,6 +337,7 @@ def main() -> int:
     args = ap.parse_args()
     if not args.rated or set(args.rated) - set(RATED_MODES):
         ap.error(f"--rated: one or more of {', '.join(RATED_MODES)}, comma-separated")
+    exit_cleanly_on_sigterm()
     settings = LabSettings.from_env()
     if isinstance(settings, str):
         print(f"bench_freeswitch: skipped: {settings}")

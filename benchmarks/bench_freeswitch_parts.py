@@ -39,7 +39,7 @@ from bench_freeswitch import freeswitch_pid, load, measure  # noqa: E402
 from gevent.server import DatagramServer, StreamServer  # noqa: E402
 
 from rater.esl import commands  # noqa: E402
-from tests.freeswitch_lab import EslClient, Lab, LabSettings  # noqa: E402
+from tests.freeswitch_lab import EslClient, Lab, LabSettings, exit_cleanly_on_sigterm  # noqa: E402
 from tests.freeswitch_world import UK, UNKNOWN, accounts  # noqa: E402
 
 MARK = ('<action application="multiset" data="^^|rater_account=${{accountcode}}|'
@@ -260,6 +260,7 @@ def main() -> int:
     unknown = set(args.variants) - set(VARIANTS)
     if unknown or "bridge" not in args.variants:
         ap.error(f"variants are {', '.join(VARIANTS)} (bridge included); not {unknown or ''}")
+    exit_cleanly_on_sigterm()
     settings = LabSettings.from_env()
     if isinstance(settings, str):
         print(f"bench_freeswitch_parts: skipped: {settings}")

@@ -26,7 +26,9 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -189,7 +191,9 @@ class SwitchFiles:
         path = self.conf_dir / relative
         if path not in self.installed:
             if path.exists() and not replace:
-                raise FileExistsError(f"{path} exists and is not the tier's")
+                raise FileExistsError(
+                    f"{path} exists and is not the tier's (a run stopped before its clean-up "
+                    f"leaves its files behind: remove them, then fs_cli -x reloadxml)")
             self.installed[path] = path.read_text() if path.exists() else None
         path.write_text(text)
 
@@ -237,6 +241,12 @@ def point_records_at(conf_xml: str, database_url: str) -> str:
     if n != 1:
         raise ValueError(f"cdr_pg_csv.conf.xml: expected one db-info, found {n}")
     return out
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """Make SIGTERM raise SystemExit, so that a benchmark stopped that way still runs its
+    clean-up (the lab's files taken back out of the switch's conf dir) instead of dying."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
 
 class Lab:

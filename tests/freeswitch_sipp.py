@@ -166,6 +166,9 @@ class SippRun:
         except subprocess.TimeoutExpired:
             end_process(self.proc)
             raise TimeoutError(f"sipp still running after {timeout:.0f} s ({self.dir})") from None
+        except BaseException:   # stopped while waiting (Ctrl-C, SIGTERM): no call goes on
+            end_process(self.proc)
+            raise
         log = self.dir / "outcomes.log"
         return parse_outcomes(log.read_text() if log.exists() else "")
 

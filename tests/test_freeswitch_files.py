@@ -7,6 +7,10 @@ close tag (anything else on that line silently disappears), so those tags must s
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
+import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -23,6 +27,7 @@ from tests.freeswitch_lab import (
 from tests.freeswitch_sipp import DATA, TONE, parse_outcomes, with_media
 
 FS_CONFIG = SHIPPED.parent
+REPO = Path(__file__).resolve().parents[1]
 XML_FILES = sorted([*FS_CONFIG.rglob("*.xml"), *DATA.glob("*.xml")])
 INCLUDE_TAG = re.compile(r"</?include\b")
 
@@ -198,3 +203,23 @@ def test_callers_with_media_stream_from_the_answer_without_a_message_more(name: 
 
 def test_the_streamed_audio_is_one_second_of_sound():
     assert len(TONE) == 8000 and len(set(TONE)) > 50
+
+
+def test_a_benchmark_stopped_by_sigterm_still_runs_its_clean_up(tmp_path: Path):
+    done = tmp_path / "cleaned"
+    code = textwrap.dedent(f"""
+        import sys, time
+        from tests.freeswitch_lab import exit_cleanly_on_sigterm
+        exit_cleanly_on_sigterm()
+        try:
+            print("ready", flush=True)
+            time.sleep(60)
+        finally:
+            open({str(done)!r}, "w").close()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    assert done.exists()
