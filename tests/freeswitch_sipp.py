@@ -141,12 +141,12 @@ class SippRun:
                 f"password={c.user.password}]")
             lines.append(f"{auth};{c.destination};{c.caller};{int(c.hold * 1000)};{domain}")
         (self.dir / "calls.csv").write_text("\n".join(lines) + "\n")
-        scenario = DATA / ("uac_did.xml" if carrier else "uac_auth.xml")
+        scenario = source = DATA / ("uac_did.xml" if carrier else "uac_auth.xml")
         streams: list[str] = []
-        if media:
+        if media:   # the scenario made to stream, beside the run's other files
             (self.dir / "tone.pcmu").write_bytes(TONE)
-            scenario = self.dir / scenario.name
-            scenario.write_text(with_media((DATA / scenario.name).read_text(), "tone.pcmu"))
+            scenario = self.dir / source.name
+            scenario.write_text(with_media(source.read_text(), "tone.pcmu"))
             streams = ["-min_rtp_port", STREAM_PORTS[0], "-max_rtp_port", STREAM_PORTS[1]]
         self.started = time.time()
         self.proc = subprocess.Popen(
